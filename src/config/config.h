@@ -1,0 +1,145 @@
+/* The configuration: a YAML file loaded into one immutable struct config.
+ *
+ * A loaded config is never changed. Reload builds a new one; connections keep
+ * a reference to the config they started with (config_ref / config_unref), so
+ * the old one is freed when the last of them finishes.
+ *
+ * Every error names file:line:column and what is wrong; all errors of a file
+ * are collected, not only the first.
+ */
+#ifndef BULWARK_CONFIG_H
+#define BULWARK_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum balance { BALANCE_ROUND_ROBIN = 0, BALANCE_LEAST_CONN, BALANCE_HASH };
+
+/* What the hash balancer hashes. */
+enum hash_key { HASH_CLIENT_IP = 0, HASH_HEADER, HASH_URI };
+
+struct config_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[96]; /* as written in the config, e.g. "127.0.0.1:9000" or "[::1]:80" */
+};
+
+struct config_server {
+    char *name;        /* "host:port" as written (host may be a DNS name) */
+    struct config_addr addr; /* resolved at load */
+    int weight;        /* 1..1000, default 1 */
+};
+
+struct config_upstream {
+    char *name;
+    size_t index; /* position in config.upstreams */
+    struct config_server *servers;
+    size_t num_servers;
+    enum balance balance;
+    enum hash_key hash_key;
+    char *hash_header; /* header name when hash_key == HASH_HEADER */
+    uint32_t connect_timeout_ms; /* default 5s */
+    uint32_t read_timeout_ms;    /* default 60s: header wait and between body reads */
+    uint32_t send_timeout_ms;    /* default 60s: between writes that make progress */
+    int retries;                 /* extra attempts after the first, default 2 */
+    int keepalive_max_idle;      /* idle connections kept per server per worker, default 32; 0 disables */
+    uint32_t keepalive_idle_timeout_ms; /* default 60s */
+    int line, column; /* where it was defined, for messages */
+};
+
+struct config_route {
+    char *host;         /* NULL: any host; "*.example.com" when host_wildcard */
+    bool host_wildcard; /* host is "*.suffix": matches any name ending in ".suffix" */
+    char *path;         /* path prefix, default "/" */
+    size_t path_len;
+    struct config_upstream *upstream;
+    uint64_t max_body_bytes; /* 0: unlimited; default 1 GiB... see README */
+    int line, column;
+};
+
+struct config {
+    char *path; /* the file it was loaded from */
+    int workers; /* default: number of online CPUs */
+
+    struct config_addr *listen;
+    size_t num_listen;
+    struct config_addr admin; /* admin.len == 0 when not configured */
+    bool has_admin;
+
+    struct config_upstream *upstreams;
+    size_t num_upstreams;
+    struct config_route *routes; /* in file order */
+    size_t num_routes;
+
+    /* client side */
+    uint32_t client_header_timeout_ms; /* default 10s (slowloris) */
+    uint32_t client_body_timeout_ms;   /* default 60s between body reads */
+    uint32_t keepalive_timeout_ms;     /* default 75s idle between requests */
+    uint32_t send_timeout_ms;          /* default 60s writing to the client */
+    uint32_t tunnel_timeout_ms;        /* default 1h idle in a WebSocket/Upgrade tunnel */
+    uint32_t shutdown_timeout_ms;      /* default 30s to finish in-flight requests on SIGTERM */
+    size_t max_request_line;           /* default 8192 (414) */
+    size_t max_header_bytes;           /* default 16384 (431) */
+    uint64_t max_body_bytes;           /* default for routes, 0 = unlimited; default 1 GiB */
+
+    /* forwarding */
+    bool x_forwarded_for;   /* default true */
+    bool x_forwarded_proto; /* default true */
+    bool x_forwarded_host;  /* default true */
+    bool via;               /* default true */
+
+    /* logging: NULL path means stderr; access_log_off disables it */
+    char *access_log;
+    bool access_log_off;
+    char *error_log;
+
+    int refs; /* atomic; see config_ref */
+};
+
+/* One config error: "file:line:column: message". */
+struct config_error {
+    char *text;
+};
+
+struct config_errors {
+    struct config_error *items;
+    size_t count;
+};
+
+/* Load and validate a config file. Returns a config with one reference, or
+ * NULL with errs filled (at least one error). DNS names in servers and listen
+ * are resolved here; a name that does not resolve is an error. */
+struct config *config_load(const char *path, struct config_errors *errs);
+
+/* The same from a string (for tests and fuzzing); name is used in messages. */
+struct config *config_load_string(const char *name, const char *yaml, size_t len,
+                                  struct config_errors *errs);
+
+void config_errors_free(struct config_errors *errs);
+
+/* Reference counting, thread safe. The last unref frees. */
+struct config *config_ref(struct config *cfg);
+void config_unref(struct config *cfg);
+
+/* Parse "250ms", "2s", "5m", "1h" (also "0"). Returns 0 and *ms, or -1. */
+int config_parse_duration(const char *s, uint32_t *ms);
+
+/* Parse "1024", "10k", "64m", "1g" (binary units). Returns 0 or -1. */
+int config_parse_size(const char *s, uint64_t *bytes);
+
+/* Parse "host:port", "[v6]:port", "*:port" or ":port". Numeric hosts only
+ * unless resolve is true (then DNS is used). Returns 0, or -1 with a reason
+ * copied into why (at least 128 bytes). */
+int config_parse_addr(const char *s, bool resolve, struct config_addr *out, char *why,
+                      size_t why_len);
+
+/* Find the route for a request: host (without port, any case) and path.
+ * Longest path prefix among routes whose host matches (exact beats
+ * wildcard beats any); first in file order when equal. NULL: no route. */
+const struct config_route *config_match_route(const struct config *cfg, const char *host,
+                                              size_t host_len, const char *path,
+                                              size_t path_len);
+
+#endif
