@@ -82,6 +82,7 @@ enum http_error {
     HTTP_ERR_BAD_STATUS,           /* status code not three digits, or < 100 */
     HTTP_ERR_BAD_CHUNK,            /* chunked coding: bad size, missing CRLF, bad trailer */
     HTTP_ERR_CHUNK_TOO_LARGE,      /* chunk size does not fit 63 bits */
+    HTTP_ERR_UNKNOWN_TRANSFER_CODING, /* a transfer coding we do not implement: 501 */
     HTTP_ERR__COUNT
 };
 
