@@ -55,7 +55,7 @@ struct config_route {
     char *path;         /* path prefix, default "/" */
     size_t path_len;
     struct config_upstream *upstream;
-    uint64_t max_body_bytes; /* 0: unlimited; default 1 GiB... see README */
+    uint64_t max_body_bytes; /* 0: unlimited; default: client.max_body_size */
     int line, column;
 };
 
@@ -135,9 +135,18 @@ int config_parse_size(const char *s, uint64_t *bytes);
 int config_parse_addr(const char *s, bool resolve, struct config_addr *out, char *why,
                       size_t why_len);
 
+/* Process-wide switch for DNS in config_parse_addr and the loader, default
+ * on. With DNS off a host that is not a numeric IP is an error ("DNS
+ * disabled") instead of a lookup: the fuzzer must never touch the network. */
+void config_set_dns(bool enabled);
+
 /* Find the route for a request: host (without port, any case) and path.
  * Longest path prefix among routes whose host matches (exact beats
- * wildcard beats any); first in file order when equal. NULL: no route. */
+ * wildcard beats any); first in file order when equal. NULL: no route.
+ * host may be the raw Host header value: a ":port" suffix (also after
+ * "[v6]") and a trailing dot are ignored. Between two matching wildcards the
+ * longer suffix wins ("*.api.example.com" over "*.example.com"), as in nginx.
+ * Allocates nothing; safe to call from any thread. */
 const struct config_route *config_match_route(const struct config *cfg, const char *host,
                                               size_t host_len, const char *path,
                                               size_t path_len);

@@ -1,0 +1,104 @@
+/* Private to src/config: the loader's state and the helpers its files share.
+ *
+ * Loading walks the libyaml document tree once, section by section. Every
+ * problem is recorded with the position of the node it is about and loading
+ * goes on, so one run reports everything wrong with a file. Errors are sorted
+ * into file order before they are handed to the caller.
+ */
+#ifndef BULWARK_CONFIG_INTERNAL_H
+#define BULWARK_CONFIG_INTERNAL_H
+
+#include <yaml.h>
+
+#include "config/config.h"
+
+/* The most keys any one mapping in the schema knows (top level has 10). */
+#define CFG_MAX_KEYS 16
+
+struct cfg_pending_error {
+    int line, column; /* 1-based */
+    size_t seq;       /* order of discovery, to keep the sort stable */
+    char *text;       /* "file:line:column: message" */
+};
+
+struct cfg_ctx {
+    const char *name; /* file name used in messages */
+    yaml_document_t *doc;
+    struct config *cfg;
+    struct cfg_pending_error *errors;
+    size_t num_errors, cap_errors;
+    bool out_of_memory;
+};
+
+/* Results of the scalar parsers: a syntax error and a value out of the
+ * representable range get different messages. */
+enum cfg_parse { CFG_PARSE_OK = 0, CFG_PARSE_SYNTAX = -1, CFG_PARSE_RANGE = -2 };
+
+enum cfg_parse cfg_parse_duration(const char *s, uint32_t *ms);
+enum cfg_parse cfg_parse_size(const char *s, uint64_t *bytes);
+/* An optional '-' and decimal digits, nothing else. */
+enum cfg_parse cfg_parse_int(const char *s, long long *out);
+
+bool cfg_dns_enabled(void);
+
+/* A user string ready for a message: in double quotes, control characters
+ * escaped, cut at 60 bytes. Use as cfg_quote(s).s inside one expression. */
+struct cfg_quoted {
+    char s[256];
+};
+struct cfg_quoted cfg_quote(const char *s);
+
+/* Edit distance, for "did you mean". Strings longer than 64 bytes are
+ * never close to anything. */
+size_t cfg_edit_distance(const char *a, const char *b);
+/* The candidate at most 2 edits away from word (closest first), or NULL. */
+const char *cfg_suggest(const char *word, const char *const *candidates, size_t n);
+
+void cfg_error(struct cfg_ctx *ctx, const yaml_node_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void cfg_error_at(struct cfg_ctx *ctx, int line, int column, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Allocation wrappers that record out of memory in ctx. */
+void *cfg_calloc(struct cfg_ctx *ctx, size_t n, size_t size);
+char *cfg_strdup(struct cfg_ctx *ctx, const char *s);
+
+yaml_node_t *cfg_node(struct cfg_ctx *ctx, int id);
+bool cfg_node_is_null(const yaml_node_t *n);
+/* "a mapping", "a list", "nothing" or the quoted scalar. */
+struct cfg_quoted cfg_describe(const yaml_node_t *n);
+
+/* The text of a scalar node, or NULL after reporting "WHAT: expected
+ * EXPECTED, got ..." (also for null and for scalars holding a NUL byte). */
+const char *cfg_scalar(struct cfg_ctx *ctx, const yaml_node_t *n, const char *what,
+                       const char *expected);
+
+/* Spread a mapping over a fixed table of keys: values[i] is the value node
+ * of keys[i] or NULL. Reports a node that is not a mapping, keys that are not
+ * strings, unknown keys (with a suggestion) and duplicates. where names the
+ * mapping in messages ("top level", "client", "upstream \"app\"").
+ * Returns false only when map is not a mapping at all. */
+bool cfg_fields(struct cfg_ctx *ctx, const yaml_node_t *map, const char *where,
+                const char *const *keys, size_t num_keys, yaml_node_t **values);
+
+/* Typed values. A NULL node leaves *out alone (the default stays) and
+ * returns true; a bad value is reported against the node and returns false. */
+bool cfg_get_duration(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key,
+                      uint32_t *out);
+bool cfg_get_size(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, uint64_t min,
+                  uint64_t max, uint64_t *out);
+bool cfg_get_int(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, long long min,
+                 long long max, int *out);
+bool cfg_get_bool(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, bool *out);
+/* allow_any: "*:port" and ":port" accepted (listening), else refused. */
+bool cfg_get_addr(struct cfg_ctx *ctx, const yaml_node_t *n, const char *what, bool allow_any,
+                  struct config_addr *out);
+
+/* Sections, each in its own file. */
+void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n);
+void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n);
+
+/* Frees everything a (possibly half-built) config owns, and the config. */
+void cfg_free(struct config *cfg);
+
+#endif

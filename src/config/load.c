@@ -1,0 +1,481 @@
+/* Loading a config: the entry points, the top level and its small sections
+ * (listen, client, forwarded, log), error hand-over and reference counting. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config_internal.h"
+
+/* A config is a few KiB. Refusing anything over 16 MiB stops a mistyped -c
+ * (a log file, /dev/zero) from eating memory before the first error. */
+#define MAX_FILE_BYTES (16u << 20)
+
+enum top_key {
+    TOP_WORKERS,
+    TOP_LISTEN,
+    TOP_ADMIN,
+    TOP_SHUTDOWN_TIMEOUT,
+    TOP_TUNNEL_TIMEOUT,
+    TOP_CLIENT,
+    TOP_FORWARDED,
+    TOP_LOG,
+    TOP_UPSTREAMS,
+    TOP_ROUTES,
+    NUM_TOP_KEYS
+};
+
+static const char *const top_keys[NUM_TOP_KEYS] = {
+    [TOP_WORKERS] = "workers",
+    [TOP_LISTEN] = "listen",
+    [TOP_ADMIN] = "admin",
+    [TOP_SHUTDOWN_TIMEOUT] = "shutdown_timeout",
+    [TOP_TUNNEL_TIMEOUT] = "tunnel_timeout",
+    [TOP_CLIENT] = "client",
+    [TOP_FORWARDED] = "forwarded",
+    [TOP_LOG] = "log",
+    [TOP_UPSTREAMS] = "upstreams",
+    [TOP_ROUTES] = "routes",
+};
+
+static void set_defaults(struct config *cfg)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    cfg->workers = cpus < 1 ? 1 : cpus > 256 ? 256 : (int)cpus;
+    cfg->client_header_timeout_ms = 10 * 1000;
+    cfg->client_body_timeout_ms = 60 * 1000;
+    cfg->keepalive_timeout_ms = 75 * 1000;
+    cfg->send_timeout_ms = 60 * 1000;
+    cfg->tunnel_timeout_ms = 60 * 60 * 1000;
+    cfg->shutdown_timeout_ms = 30 * 1000;
+    cfg->max_request_line = 8192;
+    cfg->max_header_bytes = 16384;
+    cfg->max_body_bytes = 1ull << 30;
+    cfg->x_forwarded_for = true;
+    cfg->x_forwarded_proto = true;
+    cfg->x_forwarded_host = true;
+    cfg->via = true;
+}
+
+static void load_listen(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    struct config *cfg = ctx->cfg;
+    yaml_node_item_t *items = NULL;
+    bool single = false;
+    size_t count;
+    int *lines;
+
+    if (n->type == YAML_SCALAR_NODE && !cfg_node_is_null(n)) {
+        /* One address may be written without the list brackets. */
+        single = true;
+        count = 1;
+    } else if (n->type == YAML_SEQUENCE_NODE) {
+        items = n->data.sequence.items.start;
+        count = (size_t)(n->data.sequence.items.top - items);
+    } else {
+        cfg_error(ctx, n, "listen: expected a list of addresses, got %s", cfg_describe(n).s);
+        return;
+    }
+    if (count == 0) {
+        cfg_error(ctx, n, "listen: needs at least one address");
+        return;
+    }
+    cfg->listen = cfg_calloc(ctx, count, sizeof(*cfg->listen));
+    lines = cfg_calloc(ctx, count, sizeof(*lines));
+    if (!cfg->listen || !lines) {
+        free(lines);
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const yaml_node_t *item = single ? n : cfg_node(ctx, items[i]);
+        struct config_addr *addr = &cfg->listen[cfg->num_listen];
+        size_t j;
+
+        if (!cfg_get_addr(ctx, item, "listen", true, addr))
+            continue;
+        for (j = 0; j < cfg->num_listen; j++)
+            if (cfg->listen[j].len == addr->len && !memcmp(&cfg->listen[j].ss, &addr->ss, addr->len))
+                break;
+        if (j < cfg->num_listen) {
+            cfg_error(ctx, item, "listen address %s is listed twice (first at line %d)",
+                      cfg_quote(addr->text).s, lines[j]);
+            continue;
+        }
+        lines[cfg->num_listen++] = (int)item->start_mark.line + 1;
+    }
+    free(lines);
+}
+
+enum client_key {
+    CLIENT_HEADER_TIMEOUT,
+    CLIENT_BODY_TIMEOUT,
+    CLIENT_KEEPALIVE_TIMEOUT,
+    CLIENT_SEND_TIMEOUT,
+    CLIENT_MAX_REQUEST_LINE,
+    CLIENT_MAX_HEADER_SIZE,
+    CLIENT_MAX_BODY_SIZE,
+    NUM_CLIENT_KEYS
+};
+
+static const char *const client_keys[NUM_CLIENT_KEYS] = {
+    [CLIENT_HEADER_TIMEOUT] = "header_timeout",
+    [CLIENT_BODY_TIMEOUT] = "body_timeout",
+    [CLIENT_KEEPALIVE_TIMEOUT] = "keepalive_timeout",
+    [CLIENT_SEND_TIMEOUT] = "send_timeout",
+    [CLIENT_MAX_REQUEST_LINE] = "max_request_line",
+    [CLIENT_MAX_HEADER_SIZE] = "max_header_size",
+    [CLIENT_MAX_BODY_SIZE] = "max_body_size",
+};
+
+static void load_client(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    struct config *cfg = ctx->cfg;
+    yaml_node_t *v[NUM_CLIENT_KEYS];
+    uint64_t line = cfg->max_request_line, header = cfg->max_header_bytes;
+
+    if (!cfg_fields(ctx, n, "client", client_keys, NUM_CLIENT_KEYS, v))
+        return;
+    cfg_get_duration(ctx, v[CLIENT_HEADER_TIMEOUT], "header_timeout",
+                     &cfg->client_header_timeout_ms);
+    cfg_get_duration(ctx, v[CLIENT_BODY_TIMEOUT], "body_timeout", &cfg->client_body_timeout_ms);
+    cfg_get_duration(ctx, v[CLIENT_KEEPALIVE_TIMEOUT], "keepalive_timeout",
+                     &cfg->keepalive_timeout_ms);
+    cfg_get_duration(ctx, v[CLIENT_SEND_TIMEOUT], "send_timeout", &cfg->send_timeout_ms);
+    /* The upper bounds are the proxy's 64 KiB I/O buffers: a request line or
+     * header section must fit in one. */
+    if (cfg_get_size(ctx, v[CLIENT_MAX_REQUEST_LINE], "max_request_line", 256, 65536, &line))
+        cfg->max_request_line = (size_t)line;
+    if (cfg_get_size(ctx, v[CLIENT_MAX_HEADER_SIZE], "max_header_size", 1024, 65536, &header))
+        cfg->max_header_bytes = (size_t)header;
+    cfg_get_size(ctx, v[CLIENT_MAX_BODY_SIZE], "max_body_size", 0, UINT64_MAX,
+                 &cfg->max_body_bytes);
+}
+
+static void load_forwarded(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"x_forwarded_for", "x_forwarded_proto", "x_forwarded_host",
+                                       "via"};
+    struct config *cfg = ctx->cfg;
+    yaml_node_t *v[4];
+
+    if (!cfg_fields(ctx, n, "forwarded", keys, 4, v))
+        return;
+    cfg_get_bool(ctx, v[0], keys[0], &cfg->x_forwarded_for);
+    cfg_get_bool(ctx, v[1], keys[1], &cfg->x_forwarded_proto);
+    cfg_get_bool(ctx, v[2], keys[2], &cfg->x_forwarded_host);
+    cfg_get_bool(ctx, v[3], keys[3], &cfg->via);
+}
+
+static void load_log(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"access", "error"};
+    struct config *cfg = ctx->cfg;
+    yaml_node_t *v[2];
+    const char *s;
+
+    if (!cfg_fields(ctx, n, "log", keys, 2, v))
+        return;
+    if (v[0] && (s = cfg_scalar(ctx, v[0], "access", "a file path, \"stderr\" or \"off\""))) {
+        if (!*s)
+            cfg_error(ctx, v[0], "access: expected a file path, \"stderr\" or \"off\", got \"\"");
+        else if (strcmp(s, "off") == 0)
+            cfg->access_log_off = true;
+        else if (strcmp(s, "stderr") != 0)
+            cfg->access_log = cfg_strdup(ctx, s);
+    }
+    if (v[1] && (s = cfg_scalar(ctx, v[1], "error", "a file path or \"stderr\""))) {
+        if (!*s)
+            cfg_error(ctx, v[1], "error: expected a file path or \"stderr\", got \"\"");
+        else if (strcmp(s, "off") == 0)
+            cfg_error(ctx, v[1], "the error log cannot be \"off\": use \"stderr\" or a file path");
+        else if (strcmp(s, "stderr") != 0)
+            cfg->error_log = cfg_strdup(ctx, s);
+    }
+}
+
+static void load_top(struct cfg_ctx *ctx, const yaml_node_t *root)
+{
+    struct config *cfg = ctx->cfg;
+    yaml_node_t *v[NUM_TOP_KEYS];
+    static const enum top_key required[] = {TOP_LISTEN, TOP_UPSTREAMS, TOP_ROUTES};
+
+    if (root->type != YAML_MAPPING_NODE) {
+        cfg_error(ctx, root,
+                  "expected a mapping with listen, upstreams and routes at the top level, got %s",
+                  cfg_describe(root).s);
+        return;
+    }
+    cfg_fields(ctx, root, "top level", top_keys, NUM_TOP_KEYS, v);
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
+        if (!v[required[i]])
+            cfg_error(ctx, root, "missing required key \"%s\" in top level", top_keys[required[i]]);
+
+    cfg_get_int(ctx, v[TOP_WORKERS], "workers", 1, 256, &cfg->workers);
+    if (v[TOP_LISTEN])
+        load_listen(ctx, v[TOP_LISTEN]);
+    if (v[TOP_ADMIN])
+        cfg->has_admin = cfg_get_addr(ctx, v[TOP_ADMIN], "admin", true, &cfg->admin);
+    cfg_get_duration(ctx, v[TOP_SHUTDOWN_TIMEOUT], "shutdown_timeout", &cfg->shutdown_timeout_ms);
+    cfg_get_duration(ctx, v[TOP_TUNNEL_TIMEOUT], "tunnel_timeout", &cfg->tunnel_timeout_ms);
+    /* client before routes: its max_body_size is the routes' default. */
+    if (v[TOP_CLIENT])
+        load_client(ctx, v[TOP_CLIENT]);
+    if (v[TOP_FORWARDED])
+        load_forwarded(ctx, v[TOP_FORWARDED]);
+    if (v[TOP_LOG])
+        load_log(ctx, v[TOP_LOG]);
+    /* upstreams before routes: routes point into them. */
+    if (v[TOP_UPSTREAMS])
+        cfg_load_upstreams(ctx, v[TOP_UPSTREAMS]);
+    if (v[TOP_ROUTES])
+        cfg_load_routes(ctx, v[TOP_ROUTES]);
+}
+
+static void syntax_error(struct cfg_ctx *ctx, const yaml_parser_t *parser,
+                         const unsigned char *data, size_t len)
+{
+    int line = (int)parser->problem_mark.line + 1;
+    int column = (int)parser->problem_mark.column + 1;
+    const char *problem = parser->problem ? parser->problem : "cannot parse";
+    char detail[160] = "";
+
+    if (parser->error == YAML_MEMORY_ERROR) {
+        ctx->out_of_memory = true;
+        return;
+    }
+    if (parser->error == YAML_READER_ERROR) {
+        /* The reader reports a byte offset, not a line and column. */
+        line = column = 1;
+        for (size_t i = 0; i < parser->problem_offset && i < len; i++) {
+            if (data[i] == '\n') {
+                line++;
+                column = 1;
+            } else {
+                column++;
+            }
+        }
+        if (parser->problem_value != -1)
+            snprintf(detail, sizeof(detail), " (byte 0x%02x)", parser->problem_value & 0xff);
+    } else if (parser->context) {
+        snprintf(detail, sizeof(detail), " (%s at line %d, column %d)", parser->context,
+                 (int)parser->context_mark.line + 1, (int)parser->context_mark.column + 1);
+    }
+    cfg_error_at(ctx, line, column, "YAML syntax error: %s%s", problem, detail);
+}
+
+static int by_position(const void *a, const void *b)
+{
+    const struct cfg_pending_error *x = a, *y = b;
+
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    if (x->column != y->column)
+        return x->column < y->column ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void push_error(struct config_errors *errs, char *text)
+{
+    struct config_error *grown;
+
+    if (!text)
+        return;
+    if (!errs) {
+        free(text);
+        return;
+    }
+    grown = realloc(errs->items, (errs->count + 1) * sizeof(*grown));
+    if (!grown) {
+        free(text);
+        return;
+    }
+    errs->items = grown;
+    errs->items[errs->count++].text = text;
+}
+
+static void file_error(struct config_errors *errs, const char *name, const char *what,
+                       const char *why)
+{
+    size_t need = strlen(name) + strlen(what) + strlen(why) + 8;
+    char *text = malloc(need);
+
+    if (text)
+        snprintf(text, need, "%s: %s: %s", name, what, why);
+    push_error(errs, text);
+}
+
+/* Hands the collected errors to the caller in file order. */
+static void flush_errors(struct cfg_ctx *ctx, struct config_errors *errs)
+{
+    qsort(ctx->errors, ctx->num_errors, sizeof(*ctx->errors), by_position);
+    for (size_t i = 0; i < ctx->num_errors; i++)
+        push_error(errs, ctx->errors[i].text);
+    free(ctx->errors);
+    ctx->errors = NULL;
+    if (ctx->out_of_memory)
+        file_error(errs, ctx->name, "cannot load", "out of memory");
+}
+
+struct config *config_load_string(const char *name, const char *yaml, size_t len,
+                                  struct config_errors *errs)
+{
+    struct cfg_ctx ctx = {.name = name};
+    yaml_parser_t parser;
+    yaml_document_t doc, extra;
+    const unsigned char *data = (const unsigned char *)yaml;
+    struct config *cfg;
+    bool failed;
+
+    if (!yaml_parser_initialize(&parser)) {
+        file_error(errs, name, "cannot load", "out of memory");
+        return NULL;
+    }
+    yaml_parser_set_input_string(&parser, data, len);
+    ctx.cfg = cfg = cfg_calloc(&ctx, 1, sizeof(*cfg));
+    if (cfg) {
+        set_defaults(cfg);
+        cfg->path = cfg_strdup(&ctx, name);
+    }
+    if (!yaml_parser_load(&parser, &doc)) {
+        syntax_error(&ctx, &parser, data, len);
+    } else {
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        ctx.doc = &doc;
+        if (!root)
+            cfg_error_at(&ctx, 1, 1, "empty config: expected a mapping with listen, upstreams "
+                                     "and routes");
+        else if (cfg)
+            load_top(&ctx, root);
+        /* A second "---" document would be silently ignored; say so. */
+        if (root) {
+            if (!yaml_parser_load(&parser, &extra)) {
+                syntax_error(&ctx, &parser, data, len);
+            } else {
+                yaml_node_t *second = yaml_document_get_root_node(&extra);
+                if (second)
+                    cfg_error(&ctx, second, "a second YAML document; a config is one document");
+                yaml_document_delete(&extra);
+            }
+        }
+        yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&parser);
+
+    failed = ctx.num_errors > 0 || ctx.out_of_memory;
+    flush_errors(&ctx, errs);
+    if (failed) {
+        if (cfg)
+            cfg_free(cfg);
+        return NULL;
+    }
+    cfg->refs = 1;
+    return cfg;
+}
+
+struct config *config_load(const char *path, struct config_errors *errs)
+{
+    struct stat st;
+    char *data = NULL;
+    size_t len = 0, cap = 0;
+    struct config *cfg;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        file_error(errs, path, "cannot open", strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        file_error(errs, path, "cannot read", strerror(EISDIR));
+        close(fd);
+        return NULL;
+    }
+    for (;;) {
+        ssize_t got;
+        if (len == cap) {
+            char *grown;
+            if (cap >= MAX_FILE_BYTES) {
+                file_error(errs, path, "cannot load", "larger than 16 MiB");
+                goto fail;
+            }
+            cap = cap ? cap * 2 : 16384;
+            grown = realloc(data, cap);
+            if (!grown) {
+                file_error(errs, path, "cannot load", "out of memory");
+                goto fail;
+            }
+            data = grown;
+        }
+        got = read(fd, data + len, cap - len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            file_error(errs, path, "cannot read", strerror(errno));
+            goto fail;
+        }
+        if (got == 0)
+            break;
+        len += (size_t)got;
+    }
+    close(fd);
+    cfg = config_load_string(path, data ? data : "", len, errs);
+    free(data);
+    return cfg;
+
+fail:
+    close(fd);
+    free(data);
+    return NULL;
+}
+
+void config_errors_free(struct config_errors *errs)
+{
+    if (!errs)
+        return;
+    for (size_t i = 0; i < errs->count; i++)
+        free(errs->items[i].text);
+    free(errs->items);
+    errs->items = NULL;
+    errs->count = 0;
+}
+
+void cfg_free(struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        struct config_upstream *up = &cfg->upstreams[i];
+        for (size_t j = 0; j < up->num_servers; j++)
+            free(up->servers[j].name);
+        free(up->servers);
+        free(up->name);
+        free(up->hash_header);
+    }
+    free(cfg->upstreams);
+    for (size_t i = 0; i < cfg->num_routes; i++) {
+        free(cfg->routes[i].host);
+        free(cfg->routes[i].path);
+    }
+    free(cfg->routes);
+    free(cfg->listen);
+    free(cfg->access_log);
+    free(cfg->error_log);
+    free(cfg->path);
+    free(cfg);
+}
+
+struct config *config_ref(struct config *cfg)
+{
+    if (cfg)
+        __atomic_add_fetch(&cfg->refs, 1, __ATOMIC_RELAXED);
+    return cfg;
+}
+
+void config_unref(struct config *cfg)
+{
+    /* Release so every user's last reads happen before the free; the
+     * acquire half makes the freeing thread see them. */
+    if (cfg && __atomic_sub_fetch(&cfg->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        cfg_free(cfg);
+}

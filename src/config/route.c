@@ -1,0 +1,315 @@
+/* The routes section and config_match_route, the per-request lookup. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config_internal.h"
+
+static char ascii_lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
+}
+
+/* Dot-separated labels of [a-z0-9_-], none empty, 253 bytes at most
+ * (RFC 1035 2.3.4). The underscore is not in RFC 952 but container and
+ * service names use it, and refusing them helps nobody. */
+static bool valid_host_name(const char *s)
+{
+    size_t label = 0, len = strlen(s);
+
+    if (len == 0 || len > 253)
+        return false;
+    for (; *s; s++) {
+        if (*s == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if ((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+                   *s == '_') {
+            label++;
+        } else {
+            return false;
+        }
+    }
+    return label > 0;
+}
+
+static bool valid_ipv6(const char *s, size_t len)
+{
+    char buf[INET6_ADDRSTRLEN + 1];
+    unsigned char bin[16];
+
+    if (len >= sizeof(buf))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return inet_pton(AF_INET6, buf, bin) == 1;
+}
+
+/* A route's host in the form config_match_route compares: lowercase, no
+ * trailing dot, IPv6 in brackets. NULL for "*" (any host) with *any set, or
+ * NULL after an error. */
+static char *normalize_host(struct cfg_ctx *ctx, const yaml_node_t *n, const char *s,
+                            size_t route_no, bool *wildcard, bool *any)
+{
+    size_t len = strlen(s);
+    char *h = malloc(len + 3);
+    const char *why = "expected a name like example.com or *.example.com";
+    bool ok;
+
+    *wildcard = *any = false;
+    if (!h) {
+        ctx->out_of_memory = true;
+        return NULL;
+    }
+    for (size_t i = 0; i <= len; i++)
+        h[i] = ascii_lower(s[i]);
+    if (len > 1 && h[len - 1] == '.')
+        h[--len] = '\0';
+
+    if (strcmp(h, "*") == 0) {
+        free(h);
+        *any = true;
+        return NULL;
+    }
+    if (h[0] == '[') {
+        ok = len > 2 && h[len - 1] == ']' && valid_ipv6(h + 1, len - 2);
+        if (!ok && strstr(h, "]:"))
+            why = "remove the port: routes match a host on any port";
+    } else if (strchr(h, ':')) {
+        if (valid_ipv6(h, len)) {
+            memmove(h + 1, h, len);
+            h[0] = '[';
+            h[len + 1] = ']';
+            h[len + 2] = '\0';
+            return h;
+        }
+        ok = false;
+        if (strchr(h, ':') == strrchr(h, ':'))
+            why = "remove the port: routes match a host on any port";
+    } else if (h[0] == '*') {
+        *wildcard = true;
+        ok = h[1] == '.' && valid_host_name(h + 2);
+        if (!ok)
+            why = "a wildcard is \"*.\" followed by a domain, e.g. *.example.com";
+    } else {
+        ok = valid_host_name(h);
+    }
+    if (!ok) {
+        cfg_error(ctx, n, "bad host %s for route %zu: %s", cfg_quote(s).s, route_no, why);
+        free(h);
+        *wildcard = false;
+        return NULL;
+    }
+    return h;
+}
+
+static void load_match(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
+                       const yaml_node_t *n)
+{
+    static const char *const keys[] = {"host", "path"};
+    yaml_node_t *v[2];
+    char where[64];
+    const char *s;
+
+    snprintf(where, sizeof(where), "match of route %zu", route_no);
+    if (!cfg_fields(ctx, n, where, keys, 2, v))
+        return;
+    if (v[0] && (s = cfg_scalar(ctx, v[0], "host", "a host name (e.g. example.com)"))) {
+        bool any;
+        r->host = normalize_host(ctx, v[0], s, route_no, &r->host_wildcard, &any);
+    }
+    if (v[1] && (s = cfg_scalar(ctx, v[1], "path", "a path prefix (e.g. /api/)"))) {
+        size_t i;
+        for (i = 0; s[i] && (unsigned char)s[i] > 0x20 && s[i] != 0x7f; i++)
+            ;
+        if (s[0] != '/') {
+            cfg_error(ctx, v[1], "bad path %s for route %zu: must start with \"/\"",
+                      cfg_quote(s).s, route_no);
+        } else if (s[i]) {
+            cfg_error(ctx, v[1], "bad path %s for route %zu: contains a space or control character",
+                      cfg_quote(s).s, route_no);
+        } else {
+            free(r->path);
+            r->path = cfg_strdup(ctx, s);
+            r->path_len = i;
+        }
+    }
+}
+
+static void unknown_upstream(struct cfg_ctx *ctx, const yaml_node_t *n, const char *name,
+                             size_t route_no)
+{
+    const struct config *cfg = ctx->cfg;
+    char defined[256];
+    size_t len = 0;
+
+    if (cfg->num_upstreams == 0) {
+        snprintf(defined, sizeof(defined), "no upstreams are defined");
+    } else {
+        len = (size_t)snprintf(defined, sizeof(defined), "defined: ");
+        for (size_t i = 0; i < cfg->num_upstreams; i++) {
+            const char *up = cfg->upstreams[i].name;
+            /* Keep room for ", ..." so a long list is visibly cut. */
+            if (len + strlen(up) + 2 + 5 >= sizeof(defined)) {
+                snprintf(defined + len, sizeof(defined) - len, ", ...");
+                break;
+            }
+            len += (size_t)snprintf(defined + len, sizeof(defined) - len, "%s%s", i ? ", " : "",
+                                    up);
+        }
+    }
+    cfg_error(ctx, n, "route %zu refers to unknown upstream %s (%s)", route_no,
+              cfg_quote(name).s, defined);
+}
+
+static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
+                       const yaml_node_t *n)
+{
+    static const char *const keys[] = {"match", "upstream", "max_body_size"};
+    struct config *cfg = ctx->cfg;
+    yaml_node_t *v[3];
+    char where[32];
+    const char *s;
+
+    r->line = (int)n->start_mark.line + 1;
+    r->column = (int)n->start_mark.column + 1;
+    r->max_body_bytes = cfg->max_body_bytes;
+    snprintf(where, sizeof(where), "route %zu", route_no);
+    if (!cfg_fields(ctx, n, where, keys, 3, v))
+        return;
+    if (v[0])
+        load_match(ctx, r, route_no, v[0]);
+    if (!v[1]) {
+        cfg_error(ctx, n, "missing required key \"upstream\" in route %zu", route_no);
+    } else if ((s = cfg_scalar(ctx, v[1], "upstream", "an upstream name"))) {
+        for (size_t i = 0; i < cfg->num_upstreams && !r->upstream; i++)
+            if (strcmp(cfg->upstreams[i].name, s) == 0)
+                r->upstream = &cfg->upstreams[i];
+        if (!r->upstream)
+            unknown_upstream(ctx, v[1], s, route_no);
+    }
+    cfg_get_size(ctx, v[2], "max_body_size", 0, UINT64_MAX, &r->max_body_bytes);
+}
+
+void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    struct config *cfg = ctx->cfg;
+    yaml_node_item_t *items;
+    size_t count;
+
+    if (n->type != YAML_SEQUENCE_NODE) {
+        cfg_error(ctx, n, "routes: expected a list of routes, got %s", cfg_describe(n).s);
+        return;
+    }
+    items = n->data.sequence.items.start;
+    count = (size_t)(n->data.sequence.items.top - items);
+    if (count == 0) {
+        cfg_error(ctx, n, "routes: needs at least one route");
+        return;
+    }
+    cfg->routes = cfg_calloc(ctx, count, sizeof(*cfg->routes));
+    if (!cfg->routes)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        const yaml_node_t *item = cfg_node(ctx, items[i]);
+        struct config_route *r = &cfg->routes[cfg->num_routes++];
+
+        size_t errors_before = ctx->num_errors;
+
+        r->path = cfg_strdup(ctx, "/");
+        r->path_len = 1;
+        load_route(ctx, r, i + 1, item);
+        /* A route with errors is half-read: comparing it says nothing. */
+        if (!r->path || ctx->num_errors != errors_before)
+            continue;
+        /* The same host and path twice: the later route is dead config,
+         * most likely a copy-paste slip. */
+        for (size_t j = 0; j < i; j++) {
+            const struct config_route *o = &cfg->routes[j];
+            if (o->path && strcmp(o->path, r->path) == 0 &&
+                (o->host == r->host || (o->host && r->host && strcmp(o->host, r->host) == 0))) {
+                cfg_error(ctx, item,
+                          "route %zu has the same host and path as route %zu (line %d), so it "
+                          "can never match",
+                          i + 1, j + 1, o->line);
+                break;
+            }
+        }
+    }
+}
+
+/* The host part of a Host header value: no ":port", no trailing dot. */
+static size_t host_without_port(const char *host, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (host[0] == '[') {
+        const char *close = memchr(host, ']', len);
+        return close ? (size_t)(close - host) + 1 : len;
+    }
+    const char *colon = memchr(host, ':', len);
+    if (colon)
+        len = (size_t)(colon - host);
+    if (len > 0 && host[len - 1] == '.')
+        len--;
+    return len;
+}
+
+/* a is request text in any case, b a route host already in lowercase. */
+static bool same_lower(const char *a, const char *b, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (ascii_lower(a[i]) != b[i])
+            return false;
+    return true;
+}
+
+/* How specifically a route's host matches: 0 no match, 1 any host, then
+ * wildcards by suffix length, exact above all. */
+static size_t host_rank(const struct config_route *r, const char *host, size_t len)
+{
+    size_t rlen;
+
+    if (!r->host)
+        return 1;
+    rlen = strlen(r->host);
+    if (!r->host_wildcard)
+        return rlen == len && same_lower(host, r->host, len) ? SIZE_MAX : 0;
+    /* "*.example.com" needs at least one label before ".example.com". */
+    rlen--;
+    if (len <= rlen || host[len - rlen - 1] == '.' ||
+        !same_lower(host + len - rlen, r->host + 1, rlen))
+        return 0;
+    return 2 + rlen;
+}
+
+const struct config_route *config_match_route(const struct config *cfg, const char *host,
+                                              size_t host_len, const char *path,
+                                              size_t path_len)
+{
+    const struct config_route *best = NULL;
+    size_t best_rank = 0, best_path = 0;
+
+    if (!host)
+        host_len = 0;
+    host_len = host_without_port(host, host_len);
+    for (size_t i = 0; i < cfg->num_routes; i++) {
+        const struct config_route *r = &cfg->routes[i];
+        size_t rank;
+
+        if (r->path_len > path_len || memcmp(r->path, path, r->path_len) != 0)
+            continue;
+        rank = host_rank(r, host, host_len);
+        if (rank == 0)
+            continue;
+        /* Strictly better only: on a tie the earlier route stays. */
+        if (rank > best_rank || (rank == best_rank && r->path_len > best_path)) {
+            best = r;
+            best_rank = rank;
+            best_path = r->path_len;
+        }
+    }
+    return best;
+}

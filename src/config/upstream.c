@@ -1,0 +1,263 @@
+/* The upstreams section: named groups of servers and how to use them. */
+#include <stdio.h>
+#include <string.h>
+
+#include "config/config_internal.h"
+
+enum upstream_key {
+    UP_SERVERS,
+    UP_BALANCE,
+    UP_HASH_KEY,
+    UP_CONNECT_TIMEOUT,
+    UP_READ_TIMEOUT,
+    UP_SEND_TIMEOUT,
+    UP_RETRIES,
+    UP_KEEPALIVE,
+    NUM_UP_KEYS
+};
+
+static const char *const upstream_keys[NUM_UP_KEYS] = {
+    [UP_SERVERS] = "servers",
+    [UP_BALANCE] = "balance",
+    [UP_HASH_KEY] = "hash_key",
+    [UP_CONNECT_TIMEOUT] = "connect_timeout",
+    [UP_READ_TIMEOUT] = "read_timeout",
+    [UP_SEND_TIMEOUT] = "send_timeout",
+    [UP_RETRIES] = "retries",
+    [UP_KEEPALIVE] = "keepalive",
+};
+
+static const char *const balance_names[] = {
+    [BALANCE_ROUND_ROBIN] = "round_robin",
+    [BALANCE_LEAST_CONN] = "least_conn",
+    [BALANCE_HASH] = "hash",
+};
+
+static bool is_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '-';
+}
+
+/* RFC 9110 5.6.2: a header name is a token. */
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!(is_name_char(*s) || strchr("!#$%&'*+^`|~", *s)))
+            return false;
+    return true;
+}
+
+static void load_server(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
+                        const yaml_node_t *item)
+{
+    static const char *const keys[] = {"address", "weight"};
+    struct config_server *srv = &up->servers[up->num_servers];
+    const yaml_node_t *address = item;
+    char what[320];
+    int weight = 1;
+    bool weight_ok = true;
+
+    if (item->type == YAML_MAPPING_NODE) {
+        yaml_node_t *v[2];
+        snprintf(what, sizeof(what), "server of %s", where);
+        cfg_fields(ctx, item, what, keys, 2, v);
+        if (!v[0]) {
+            cfg_error(ctx, item, "missing required key \"address\" in %s", what);
+            return;
+        }
+        address = v[0];
+        weight_ok = cfg_get_int(ctx, v[1], "weight", 1, 1000, &weight);
+    }
+    snprintf(what, sizeof(what), "servers of %s", where);
+    if (!cfg_get_addr(ctx, address, what, false, &srv->addr) || !weight_ok)
+        return;
+    srv->name = cfg_strdup(ctx, (const char *)address->data.scalar.value);
+    srv->weight = weight;
+    if (srv->name)
+        up->num_servers++;
+}
+
+static void load_servers(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
+                         const yaml_node_t *n)
+{
+    yaml_node_item_t *items = NULL;
+    bool single = false;
+    size_t count;
+
+    if (n->type == YAML_SCALAR_NODE && !cfg_node_is_null(n)) {
+        single = true; /* one server may be written without the list brackets */
+        count = 1;
+    } else if (n->type == YAML_SEQUENCE_NODE) {
+        items = n->data.sequence.items.start;
+        count = (size_t)(n->data.sequence.items.top - items);
+    } else {
+        cfg_error(ctx, n, "servers of %s: expected a list of addresses, got %s", where,
+                  cfg_describe(n).s);
+        return;
+    }
+    if (count == 0) {
+        cfg_error(ctx, n, "servers of %s: needs at least one server", where);
+        return;
+    }
+    up->servers = cfg_calloc(ctx, count, sizeof(*up->servers));
+    if (!up->servers)
+        return;
+    for (size_t i = 0; i < count; i++)
+        load_server(ctx, up, where, single ? n : cfg_node(ctx, items[i]));
+}
+
+static void load_balance(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
+                         const yaml_node_t *n)
+{
+    const char *s = cfg_scalar(ctx, n, "balance", "round_robin, least_conn or hash");
+    const char *hint;
+
+    if (!s)
+        return;
+    for (size_t i = 0; i < 3; i++) {
+        if (strcmp(s, balance_names[i]) == 0) {
+            up->balance = (enum balance)i;
+            return;
+        }
+    }
+    hint = cfg_suggest(s, balance_names, 3);
+    cfg_error(ctx, n, "unknown balance %s for %s: expected round_robin, least_conn or hash%s%s%s",
+              cfg_quote(s).s, where, hint ? " (did you mean \"" : "", hint ? hint : "",
+              hint ? "\"?)" : "");
+}
+
+static void load_hash_key(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
+                          const yaml_node_t *n)
+{
+    const char *s = cfg_scalar(ctx, n, "hash_key", "client_ip, uri or header:NAME");
+
+    if (!s)
+        return;
+    if (strcmp(s, "client_ip") == 0) {
+        up->hash_key = HASH_CLIENT_IP;
+    } else if (strcmp(s, "uri") == 0) {
+        up->hash_key = HASH_URI;
+    } else if (strncmp(s, "header:", 7) == 0 && is_token(s + 7)) {
+        up->hash_key = HASH_HEADER;
+        up->hash_header = cfg_strdup(ctx, s + 7);
+    } else {
+        cfg_error(ctx, n,
+                  "bad hash_key %s for %s: expected client_ip, uri or header:NAME "
+                  "(e.g. header:X-User)",
+                  cfg_quote(s).s, where);
+    }
+}
+
+static void load_keepalive(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
+                           const yaml_node_t *n)
+{
+    static const char *const keys[] = {"max_idle", "idle_timeout"};
+    char what[320];
+    yaml_node_t *v[2];
+
+    if (n->type == YAML_SCALAR_NODE) {
+        cfg_get_int(ctx, n, "keepalive", 0, 10000, &up->keepalive_max_idle);
+        return;
+    }
+    if (n->type != YAML_MAPPING_NODE) {
+        cfg_error(ctx, n,
+                  "keepalive: expected a number or a mapping with max_idle and idle_timeout, "
+                  "got %s",
+                  cfg_describe(n).s);
+        return;
+    }
+    snprintf(what, sizeof(what), "keepalive of %s", where);
+    cfg_fields(ctx, n, what, keys, 2, v);
+    cfg_get_int(ctx, v[0], "max_idle", 0, 10000, &up->keepalive_max_idle);
+    cfg_get_duration(ctx, v[1], "idle_timeout", &up->keepalive_idle_timeout_ms);
+}
+
+static void load_upstream(struct cfg_ctx *ctx, struct config_upstream *up, const yaml_node_t *n)
+{
+    yaml_node_t *v[NUM_UP_KEYS];
+    char where[300];
+
+    snprintf(where, sizeof(where), "upstream %s", cfg_quote(up->name).s);
+    if (!cfg_fields(ctx, n, where, upstream_keys, NUM_UP_KEYS, v))
+        return;
+    if (v[UP_SERVERS])
+        load_servers(ctx, up, where, v[UP_SERVERS]);
+    else
+        cfg_error(ctx, n, "missing required key \"servers\" in %s", where);
+    if (v[UP_BALANCE])
+        load_balance(ctx, up, where, v[UP_BALANCE]);
+    /* hash_key without balance: hash is accepted and ignored, so switching
+     * the balancer back and forth needs one edit, not two. */
+    if (v[UP_HASH_KEY])
+        load_hash_key(ctx, up, where, v[UP_HASH_KEY]);
+    cfg_get_duration(ctx, v[UP_CONNECT_TIMEOUT], "connect_timeout", &up->connect_timeout_ms);
+    cfg_get_duration(ctx, v[UP_READ_TIMEOUT], "read_timeout", &up->read_timeout_ms);
+    cfg_get_duration(ctx, v[UP_SEND_TIMEOUT], "send_timeout", &up->send_timeout_ms);
+    cfg_get_int(ctx, v[UP_RETRIES], "retries", 0, 10, &up->retries);
+    if (v[UP_KEEPALIVE])
+        load_keepalive(ctx, up, where, v[UP_KEEPALIVE]);
+}
+
+void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    struct config *cfg = ctx->cfg;
+    size_t count;
+
+    if (n->type != YAML_MAPPING_NODE) {
+        cfg_error(ctx, n, "upstreams: expected a mapping of names to upstream groups, got %s",
+                  cfg_describe(n).s);
+        return;
+    }
+    count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (count == 0) {
+        cfg_error(ctx, n, "upstreams: define at least one upstream");
+        return;
+    }
+    /* Sized once: routes keep pointers into this array. */
+    cfg->upstreams = cfg_calloc(ctx, count, sizeof(*cfg->upstreams));
+    if (!cfg->upstreams)
+        return;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = cfg_node(ctx, p->key);
+        struct config_upstream *up;
+        const char *name;
+        size_t i;
+
+        if (!(name = cfg_scalar(ctx, k, "upstreams", "an upstream name")))
+            continue;
+        for (i = 0; i < cfg->num_upstreams && strcmp(cfg->upstreams[i].name, name) != 0; i++)
+            ;
+        if (i < cfg->num_upstreams) {
+            cfg_error(ctx, k, "duplicate key %s in upstreams (first at line %d)",
+                      cfg_quote(name).s, cfg->upstreams[i].line);
+            continue;
+        }
+        /* A bad name is still defined, so routes naming it do not pile
+         * "unknown upstream" errors on top of this one. */
+        for (i = 0; name[i] && is_name_char(name[i]); i++)
+            ;
+        if (!*name || name[i])
+            cfg_error(ctx, k,
+                      "bad upstream name %s: use only letters, digits, \"_\", \".\" and \"-\"",
+                      cfg_quote(name).s);
+
+        up = &cfg->upstreams[cfg->num_upstreams];
+        if (!(up->name = cfg_strdup(ctx, name)))
+            return;
+        up->index = cfg->num_upstreams++;
+        up->line = (int)k->start_mark.line + 1;
+        up->column = (int)k->start_mark.column + 1;
+        up->balance = BALANCE_ROUND_ROBIN;
+        up->hash_key = HASH_CLIENT_IP;
+        up->connect_timeout_ms = 5 * 1000;
+        up->read_timeout_ms = 60 * 1000;
+        up->send_timeout_ms = 60 * 1000;
+        up->retries = 2;
+        up->keepalive_max_idle = 32;
+        up->keepalive_idle_timeout_ms = 60 * 1000;
+        load_upstream(ctx, up, cfg_node(ctx, p->value));
+    }
+}
