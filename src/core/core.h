@@ -1,0 +1,157 @@
+/* Core: the per-thread event loop, timers, I/O buffers, clocks and logging.
+ * Knows nothing about HTTP.
+ *
+ * One struct loop per worker thread; nothing in it is shared between threads,
+ * so nothing here takes a lock. A file descriptor is registered once,
+ * edge-triggered for input and output, and the owner keeps its own readiness
+ * flags: no epoll_ctl() per state change on the request path.
+ */
+#ifndef BULWARK_CORE_H
+#define BULWARK_CORE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- event loop ---- */
+
+struct loop;
+
+/* Embedded in whatever owns an fd. on_event receives epoll event bits. */
+struct io {
+    int fd;
+    void (*on_event)(struct io *io, uint32_t events);
+};
+
+struct loop *loop_new(void);
+void loop_free(struct loop *loop);
+
+/* Register fd edge-triggered for EPOLLIN|EPOLLOUT|EPOLLRDHUP. 0 or -errno. */
+int loop_add(struct loop *loop, struct io *io);
+/* Register level-triggered for EPOLLIN only (listening sockets, eventfds). */
+int loop_add_listener(struct loop *loop, struct io *io);
+/* Stop or restart polling a listener (fd limit back-off, shutdown). */
+int loop_listener_pause(struct loop *loop, struct io *io, bool paused);
+void loop_del(struct loop *loop, struct io *io);
+
+/* Run until loop_stop(). */
+void loop_run(struct loop *loop);
+void loop_stop(struct loop *loop);
+
+/* Milliseconds on the monotonic clock, refreshed once per loop iteration
+ * (so a burst of events shares one clock_gettime). */
+uint64_t loop_now_ms(const struct loop *loop);
+/* Refresh and return it (use after blocking work). */
+uint64_t loop_update_time(struct loop *loop);
+
+/* ---- timers: a binary heap per loop ---- */
+
+struct timer {
+    uint64_t deadline_ms;
+    size_t heap_index; /* 0 when not armed, else 1-based position */
+    void (*cb)(struct timer *t);
+};
+
+static inline void timer_init(struct timer *t, void (*cb)(struct timer *t))
+{
+    t->deadline_ms = 0;
+    t->heap_index = 0;
+    t->cb = cb;
+}
+static inline bool timer_armed(const struct timer *t)
+{
+    return t->heap_index != 0;
+}
+/* Arm (or re-arm) to fire after_ms from the loop's now. */
+void loop_timer_set(struct loop *loop, struct timer *t, uint64_t after_ms);
+void loop_timer_cancel(struct loop *loop, struct timer *t);
+
+/* Run cb on the loop thread at the end of the current iteration (once). */
+struct deferred {
+    struct deferred *next;
+    bool queued;
+    void (*cb)(struct deferred *d);
+};
+void loop_defer(struct loop *loop, struct deferred *d);
+
+/* ---- I/O buffers ---- */
+
+/* Every socket buffer is this big: a whole request or response header
+ * section must fit (max_header_size is capped at 64 KiB), and 16 KiB+ reads
+ * keep syscalls per byte low when streaming bodies. */
+#define BUF_SIZE (64 * 1024)
+
+/* A byte buffer: data lives in [start, end) of a BUF_SIZE block. */
+struct buf {
+    char *data; /* NULL while the owner is idle: idle connections hold no buffer */
+    uint32_t start;
+    uint32_t end;
+};
+
+static inline size_t buf_len(const struct buf *b)
+{
+    return b->end - b->start;
+}
+static inline size_t buf_room(const struct buf *b)
+{
+    return BUF_SIZE - b->end;
+}
+static inline char *buf_head(const struct buf *b)
+{
+    return b->data + b->start;
+}
+static inline char *buf_tail(const struct buf *b)
+{
+    return b->data + b->end;
+}
+static inline void buf_consume(struct buf *b, size_t n)
+{
+    b->start += (uint32_t)n;
+    if (b->start == b->end)
+        b->start = b->end = 0;
+}
+
+/* Get a block from the calling thread's free list (or malloc). 0 or -ENOMEM.
+ * A no-op when b already has one. */
+int buf_acquire(struct buf *b);
+/* Return b's block to the free list; b becomes empty with data NULL. */
+void buf_release(struct buf *b);
+/* Move the data to the start of the block to make room at the end. */
+void buf_compact(struct buf *b);
+/* Append bytes; returns how many fitted. */
+size_t buf_append(struct buf *b, const void *p, size_t n);
+/* Give back free blocks beyond a small reserve to the system (call when idle). */
+void buf_trim_free_list(void);
+
+/* ---- logging ---- */
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* Where the error log goes: a path, or NULL for stderr. Returns 0 or -errno.
+ * Safe to call again on reload. */
+int log_open_error(const char *path);
+/* The access log: a path, NULL for stderr, or disabled. */
+int log_open_access(const char *path, bool disabled);
+bool log_access_enabled(void);
+void log_set_level(enum log_level level);
+
+/* One line "<time> [level] message"; message is printf-formatted.
+ * Lines are written with one write() so threads do not interleave. */
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+/* Append a finished access-log line (with its newline) to the calling
+ * thread's access-log buffer; flushed when full and by log_access_flush(). */
+void log_access_write(const char *line, size_t len);
+void log_access_flush(void);
+
+/* Current wall-clock time formatted for logs:
+ * common log format "[10/Oct/2000:13:55:36 +0000]" (cached per second). */
+const char *log_time_clf(void);
+
+#endif

@@ -1,0 +1,425 @@
+/* Workers, listening sockets, signals, reload and graceful shutdown. */
+#include "proxy/proxy_internal.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+
+#define HOUSEKEEPING_MS 1000
+#define DRAIN_CHECK_MS 20
+#define ACCEPT_BATCH 64
+#define ACCEPT_BACKOFF_MS 100
+#define LISTEN_BACKLOG 4096
+
+struct server {
+    struct worker **workers;
+    int num_workers;
+    struct config *cfg;
+};
+
+/* Open a listening socket. SO_REUSEPORT gives each worker its own socket
+ * and accept queue: no thundering herd, no lock. listen_now false only
+ * binds (to test an address without taking connections). */
+static int open_listener(const struct config_addr *a, bool listen_now, char *why, size_t why_len)
+{
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(why, why_len, "socket(): %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0) {
+        snprintf(why, why_len, "bind() to %s failed: %s", a->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen_now && listen(fd, LISTEN_BACKLOG) < 0) {
+        snprintf(why, why_len, "listen() on %s failed: %s", a->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void accept_resume(struct timer *t)
+{
+    struct worker *w = container_of(t, struct worker, accept_resume);
+    for (struct listener *l = w->listeners; l; l = l->next)
+        loop_listener_pause(w->loop, &l->io, false);
+}
+
+static void listener_event(struct io *io, uint32_t events)
+{
+    struct listener *l = (struct listener *)io;
+    struct worker *w = l->w;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED)
+                return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop accepting for a moment instead of
+                 * spinning on a ready listener; accepting resumes by itself. */
+                log_error("accept() on %s failed: %s; pausing accepts for %d ms "
+                          "open_connections=%zu",
+                          l->addr.text, strerror(errno), ACCEPT_BACKOFF_MS, w->num_sessions);
+                for (struct listener *p = w->listeners; p; p = p->next)
+                    loop_listener_pause(w->loop, &p->io, true);
+                loop_timer_set(w->loop, &w->accept_resume, ACCEPT_BACKOFF_MS);
+                return;
+            }
+            log_error("accept() on %s failed: %s", l->addr.text, strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        session_accept(w, fd, (struct sockaddr *)&ss, len, &l->addr);
+    }
+}
+
+static struct listener *listener_add(struct worker *w, const struct config_addr *a, int fd)
+{
+    struct listener *l = calloc(1, sizeof(*l));
+    if (!l) {
+        close(fd);
+        return NULL;
+    }
+    l->io.fd = fd;
+    l->io.on_event = listener_event;
+    l->w = w;
+    l->addr = *a;
+    if (loop_add_listener(w->loop, &l->io) < 0) {
+        close(fd);
+        free(l);
+        return NULL;
+    }
+    l->next = w->listeners;
+    w->listeners = l;
+    return l;
+}
+
+static void listener_close(struct worker *w, struct listener *l)
+{
+    loop_del(w->loop, &l->io);
+    close(l->io.fd);
+    free(l);
+}
+
+static bool same_addr(const struct config_addr *a, const struct config_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Make the worker's listeners match cfg: keep sockets whose address stays
+ * (their accept queues keep every pending connection), open new ones,
+ * close the rest. */
+static int worker_sync_listeners(struct worker *w, const struct config *cfg)
+{
+    struct listener **pp = &w->listeners;
+    while (*pp) {
+        struct listener *l = *pp;
+        bool keep = false;
+        for (size_t i = 0; i < cfg->num_listen; i++)
+            keep |= same_addr(&l->addr, &cfg->listen[i]);
+        if (keep) {
+            pp = &l->next;
+        } else {
+            *pp = l->next;
+            listener_close(w, l);
+        }
+    }
+    int failures = 0;
+    for (size_t i = 0; i < cfg->num_listen; i++) {
+        bool have = false;
+        for (struct listener *l = w->listeners; l; l = l->next)
+            have |= same_addr(&l->addr, &cfg->listen[i]);
+        if (have)
+            continue;
+        char why[256];
+        int fd = open_listener(&cfg->listen[i], true, why, sizeof(why));
+        if (fd < 0 || !listener_add(w, &cfg->listen[i], fd)) {
+            log_error("worker %d cannot listen: %s", w->id, fd < 0 ? why : "out of memory");
+            failures++;
+        }
+    }
+    return failures ? -1 : 0;
+}
+
+static void flush_logs(struct deferred *d)
+{
+    (void)d;
+    log_access_flush();
+}
+
+void worker_defer_flush(struct worker *w)
+{
+    loop_defer(w->loop, &w->flush_logs);
+}
+
+static void housekeeping(struct timer *t)
+{
+    struct worker *w = container_of(t, struct worker, housekeeping);
+    if (w->draining && w->num_sessions == 0) {
+        loop_stop(w->loop);
+        return;
+    }
+    buf_trim_free_list();
+    log_access_flush();
+    loop_timer_set(w->loop, t, w->draining ? DRAIN_CHECK_MS : HOUSEKEEPING_MS);
+}
+
+static void worker_command(struct io *io, uint32_t events)
+{
+    struct worker *w = container_of(io, struct worker, notify);
+    uint64_t v;
+    if (read(io->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        log_error("worker %d: reading its command eventfd failed: %s", w->id, strerror(errno));
+    int cmds = atomic_exchange(&w->commands, 0);
+    if (cmds & WORKER_CMD_RELOAD) {
+        struct config *cfg = atomic_exchange(&w->pending, NULL);
+        if (cfg) {
+            struct upstream_set *set = upstream_set_new(w->loop, cfg);
+            if (set) {
+                struct upstream_set *old = w->set;
+                w->set = set;
+                upstream_set_use(set);
+                upstream_set_leave(old);
+                upstream_set_retire(old);
+                if (!w->draining)
+                    worker_sync_listeners(w, cfg);
+            } else {
+                log_error("worker %d: out of memory applying the new config; keeping the old one",
+                          w->id);
+            }
+            config_unref(cfg);
+        }
+    }
+    if (cmds & WORKER_CMD_DRAIN && !w->draining) {
+        w->draining = true;
+        while (w->listeners) {
+            struct listener *l = w->listeners;
+            w->listeners = l->next;
+            listener_close(w, l);
+        }
+        session_close_idle(w);
+        loop_timer_set(w->loop, &w->housekeeping, 0);
+    }
+    if (cmds & WORKER_CMD_STOP)
+        loop_stop(w->loop);
+}
+
+static void worker_post(struct worker *w, int cmd)
+{
+    atomic_fetch_or(&w->commands, cmd);
+    uint64_t one = 1;
+    if (write(w->notify.fd, &one, sizeof(one)) < 0)
+        log_error("worker %d: posting a command failed: %s", w->id, strerror(errno));
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    loop_run(w->loop);
+    log_access_flush();
+    atomic_store(&w->finished, true);
+    return NULL;
+}
+
+static struct worker *worker_new(int id, struct config *cfg)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    w->id = id;
+    w->loop = loop_new();
+    w->notify.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!w->loop || w->notify.fd < 0)
+        return NULL;
+    w->notify.on_event = worker_command;
+    loop_add_listener(w->loop, &w->notify);
+    w->set = upstream_set_new(w->loop, cfg);
+    if (!w->set)
+        return NULL;
+    upstream_set_use(w->set);
+    timer_init(&w->housekeeping, housekeeping);
+    timer_init(&w->accept_resume, accept_resume);
+    w->flush_logs.cb = flush_logs;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    w->rid_salt = (uint32_t)(ts.tv_nsec ^ ts.tv_sec ^ (getpid() << 8) ^ id);
+    loop_timer_set(w->loop, &w->housekeeping, HOUSEKEEPING_MS);
+    if (worker_sync_listeners(w, cfg) < 0)
+        return NULL;
+    return w;
+}
+
+static void apply_logs(const struct config *cfg)
+{
+    int rc = log_open_error(cfg->error_log);
+    if (rc < 0)
+        log_error("cannot open error log %s: %s", cfg->error_log, strerror(-rc));
+    rc = log_open_access(cfg->access_log, cfg->access_log_off);
+    if (rc < 0)
+        log_error("cannot open access log %s: %s", cfg->access_log, strerror(-rc));
+}
+
+/* Refuse a reload whose new listen addresses cannot be bound. */
+static int check_new_listeners(const struct config *old, const struct config *cfg)
+{
+    int bad = 0;
+    for (size_t i = 0; i < cfg->num_listen; i++) {
+        bool existing = false;
+        for (size_t j = 0; j < old->num_listen; j++)
+            existing |= same_addr(&old->listen[j], &cfg->listen[i]);
+        if (existing)
+            continue;
+        char why[256];
+        int fd = open_listener(&cfg->listen[i], false, why, sizeof(why));
+        if (fd < 0) {
+            log_error("reload refused: %s", why);
+            bad++;
+        } else {
+            close(fd);
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+static void reload(struct server *srv)
+{
+    struct config_errors errs = {0};
+    log_info("reloading configuration from %s", srv->cfg->path);
+    struct config *cfg = config_load(srv->cfg->path, &errs);
+    if (!cfg) {
+        for (size_t i = 0; i < errs.count; i++)
+            log_error("reload refused: %s", errs.items[i].text);
+        log_error("reload refused: %zu error(s) in %s; still serving the previous configuration",
+                  errs.count, srv->cfg->path);
+        config_errors_free(&errs);
+        return;
+    }
+    config_errors_free(&errs);
+    if (check_new_listeners(srv->cfg, cfg) < 0) {
+        config_unref(cfg);
+        return;
+    }
+    if (cfg->workers != srv->num_workers)
+        log_warn("workers changed from %d to %d: takes effect at the next restart",
+                 srv->num_workers, cfg->workers);
+    apply_logs(cfg);
+    for (int i = 0; i < srv->num_workers; i++) {
+        struct config *old = atomic_exchange(&srv->workers[i]->pending, config_ref(cfg));
+        if (old)
+            config_unref(old);
+        worker_post(srv->workers[i], WORKER_CMD_RELOAD);
+    }
+    config_unref(srv->cfg);
+    srv->cfg = cfg;
+    log_info("configuration reloaded: %zu upstream(s), %zu route(s)", cfg->num_upstreams,
+             cfg->num_routes);
+}
+
+static bool all_finished(struct server *srv)
+{
+    for (int i = 0; i < srv->num_workers; i++)
+        if (!atomic_load(&srv->workers[i]->finished))
+            return false;
+    return true;
+}
+
+static void drain(struct server *srv)
+{
+    uint32_t timeout_ms = srv->cfg->shutdown_timeout_ms;
+    log_info("shutting down: finishing in-flight requests (up to %u ms)", timeout_ms);
+    for (int i = 0; i < srv->num_workers; i++)
+        worker_post(srv->workers[i], WORKER_CMD_DRAIN);
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGQUIT);
+    while (!all_finished(srv)) {
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        if (sigtimedwait(&set, NULL, &tick) == SIGQUIT) {
+            log_info("SIGQUIT: exiting now");
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        uint64_t ms = (uint64_t)(now.tv_sec - start.tv_sec) * 1000 +
+                      (uint64_t)((now.tv_nsec - start.tv_nsec) / 1000000);
+        if (ms >= timeout_ms) {
+            log_warn("shutdown_timeout reached: closing the remaining connections");
+            break;
+        }
+    }
+    log_access_flush();
+}
+
+int proxy_run(struct config *cfg)
+{
+    struct server srv = {.cfg = cfg, .num_workers = cfg->workers};
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGQUIT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    apply_logs(cfg);
+
+    srv.workers = calloc((size_t)srv.num_workers, sizeof(*srv.workers));
+    if (!srv.workers)
+        return 1;
+    for (int i = 0; i < srv.num_workers; i++) {
+        srv.workers[i] = worker_new(i, cfg);
+        if (!srv.workers[i]) {
+            log_error("cannot start worker %d; exiting", i);
+            return 1;
+        }
+    }
+    for (int i = 0; i < srv.num_workers; i++) {
+        if (pthread_create(&srv.workers[i]->thread, NULL, worker_main, srv.workers[i]) != 0) {
+            log_error("cannot start worker thread %d: %s", i, strerror(errno));
+            return 1;
+        }
+    }
+    char addrs[512] = "";
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->num_listen && n < sizeof(addrs) - 100; i++)
+        n += (size_t)snprintf(addrs + n, sizeof(addrs) - n, "%s%s", i ? ", " : "",
+                              cfg->listen[i].text);
+    log_info("bulwark started: pid=%d workers=%d listen=%s config=%s", (int)getpid(),
+             srv.num_workers, addrs, cfg->path);
+
+    for (;;) {
+        int sig = sigwaitinfo(&set, NULL);
+        if (sig == SIGHUP) {
+            reload(&srv);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            drain(&srv);
+            break;
+        } else if (sig == SIGQUIT) {
+            log_info("SIGQUIT: exiting now");
+            break;
+        }
+    }
+    log_info("bulwark stopped");
+    /* Worker threads may still be inside their loops after a timeout or
+     * SIGQUIT: the process exit ends them; the kernel closes every socket. */
+    return 0;
+}

@@ -1,0 +1,327 @@
+/* Per-worker upstream groups: balancers and keep-alive pools. */
+#include "upstream/upstream.h"
+
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Connections are freed after the current event batch: epoll may still hold
+ * an event for one closed earlier in the same batch. */
+static __thread struct upstream_conn *graveyard;
+static __thread struct deferred graveyard_sweep;
+
+static void sweep_graveyard(struct deferred *d)
+{
+    (void)d;
+    while (graveyard) {
+        struct upstream_conn *c = graveyard;
+        graveyard = c->next;
+        free(c);
+    }
+}
+
+static void ignore_event(struct io *io, uint32_t events)
+{
+    (void)io;
+    (void)events;
+}
+
+static void conn_destroy(struct loop *loop, struct upstream_conn *c)
+{
+    loop_timer_cancel(loop, &c->idle_timer);
+    if (c->io.fd >= 0) {
+        close(c->io.fd); /* close() also removes it from epoll */
+        c->io.fd = -1;
+    }
+    c->io.on_event = ignore_event;
+    c->next = graveyard;
+    graveyard = c;
+    graveyard_sweep.cb = sweep_graveyard;
+    loop_defer(loop, &graveyard_sweep);
+}
+
+static void idle_unlink(struct upstream_conn *c)
+{
+    struct upstream_server *s = c->server;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->idle = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    s->idle_count--;
+}
+
+struct upstream_set *upstream_set_new(struct loop *loop, struct config *cfg)
+{
+    struct upstream_set *set = calloc(1, sizeof(*set));
+    if (!set)
+        return NULL;
+    set->loop = loop;
+    set->cfg = config_ref(cfg);
+    set->num_groups = cfg->num_upstreams;
+    set->groups = calloc(cfg->num_upstreams ? cfg->num_upstreams : 1, sizeof(*set->groups));
+    if (!set->groups)
+        goto fail;
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        struct upstream_group *g = &set->groups[i];
+        g->cfg = &cfg->upstreams[i];
+        g->set = set;
+        g->num_servers = g->cfg->num_servers;
+        g->servers = calloc(g->num_servers, sizeof(*g->servers));
+        if (!g->servers)
+            goto fail;
+        for (size_t j = 0; j < g->num_servers; j++) {
+            g->servers[j].cfg = &g->cfg->servers[j];
+            g->servers[j].group = g;
+            g->servers[j].index = j;
+            g->total_weight += g->cfg->servers[j].weight;
+        }
+    }
+    return set;
+fail:
+    set->retired = true;
+    upstream_set_retire(set);
+    return NULL;
+}
+
+static void set_free(struct upstream_set *set)
+{
+    for (size_t i = 0; i < set->num_groups && set->groups; i++) {
+        struct upstream_group *g = &set->groups[i];
+        for (size_t j = 0; j < g->num_servers && g->servers; j++) {
+            struct upstream_server *s = &g->servers[j];
+            while (s->idle) {
+                struct upstream_conn *c = s->idle;
+                idle_unlink(c);
+                conn_destroy(set->loop, c);
+            }
+        }
+        free(g->servers);
+    }
+    free(set->groups);
+    config_unref(set->cfg);
+    free(set);
+}
+
+void upstream_set_retire(struct upstream_set *set)
+{
+    set->retired = true;
+    if (!set->users)
+        set_free(set);
+}
+
+void upstream_set_use(struct upstream_set *set)
+{
+    set->users++;
+}
+
+void upstream_set_leave(struct upstream_set *set)
+{
+    if (--set->users == 0 && set->retired)
+        set_free(set);
+}
+
+uint64_t upstream_hash(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static bool is_tried(uint64_t tried, size_t i)
+{
+    return i < 64 && (tried & (1ull << i));
+}
+
+/* Smooth weighted round robin (as nginx): every pick adds each server's
+ * weight to its current weight, takes the largest and subtracts the total. */
+static struct upstream_server *pick_round_robin(struct upstream_group *g, uint64_t tried)
+{
+    struct upstream_server *best = NULL;
+    int total = 0;
+    for (size_t i = 0; i < g->num_servers; i++) {
+        struct upstream_server *s = &g->servers[i];
+        if (is_tried(tried, i))
+            continue;
+        s->current_weight += s->cfg->weight;
+        total += s->cfg->weight;
+        if (!best || s->current_weight > best->current_weight)
+            best = s;
+    }
+    if (best)
+        best->current_weight -= total;
+    return best;
+}
+
+/* Fewest in-flight exchanges relative to weight; ties go round robin so
+ * idle servers share the load. */
+static struct upstream_server *pick_least_conn(struct upstream_group *g, uint64_t tried)
+{
+    struct upstream_server *best = NULL;
+    size_t start = (size_t)(g->servers[0].current_weight++) % g->num_servers;
+    for (size_t k = 0; k < g->num_servers; k++) {
+        size_t i = (start + k) % g->num_servers;
+        struct upstream_server *s = &g->servers[i];
+        if (is_tried(tried, i))
+            continue;
+        if (!best || (uint64_t)s->in_flight * (uint64_t)best->cfg->weight <
+                         (uint64_t)best->in_flight * (uint64_t)s->cfg->weight)
+            best = s;
+    }
+    return best;
+}
+
+/* Weighted rendezvous hashing: a key keeps its server while others come and
+ * go, and a retry moves to the key's next-best server. */
+static struct upstream_server *pick_hash(struct upstream_group *g, uint64_t hash, uint64_t tried)
+{
+    struct upstream_server *best = NULL;
+    double best_score = 0;
+    for (size_t i = 0; i < g->num_servers; i++) {
+        if (is_tried(tried, i))
+            continue;
+        uint64_t x = hash ^ ((uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull);
+        x ^= x >> 33;
+        x *= 0xff51afd7ed558ccdull;
+        x ^= x >> 33;
+        x *= 0xc4ceb9fe1a85ec53ull;
+        x ^= x >> 33;
+        double u = ((double)(x >> 11) + 0.5) / 9007199254740992.0; /* (0,1) */
+        double score = -(double)g->servers[i].cfg->weight / log(u);
+        if (!best || score > best_score) {
+            best = &g->servers[i];
+            best_score = score;
+        }
+    }
+    return best;
+}
+
+struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, uint64_t tried)
+{
+    if (g->num_servers == 0)
+        return NULL;
+    uint64_t all = g->num_servers >= 64 ? ~0ull : ((1ull << g->num_servers) - 1);
+    if ((tried & all) == all)
+        tried = 0; /* every server tried: start over rather than give up */
+    switch (g->cfg->balance) {
+    case BALANCE_LEAST_CONN:
+        return pick_least_conn(g, tried);
+    case BALANCE_HASH:
+        return pick_hash(g, hash, tried);
+    case BALANCE_ROUND_ROBIN:
+    default:
+        return pick_round_robin(g, tried);
+    }
+}
+
+static void idle_conn_event(struct io *io, uint32_t events)
+{
+    /* An idle upstream connection has nothing to say: any readiness means
+     * it closed, reset or sent stray bytes. Either way it is unusable. */
+    struct upstream_conn *c = (struct upstream_conn *)io;
+    if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)))
+        return;
+    struct loop *loop = c->server->group->set->loop;
+    idle_unlink(c);
+    conn_destroy(loop, c);
+}
+
+static void idle_conn_timeout(struct timer *t)
+{
+    struct upstream_conn *c = (struct upstream_conn *)((char *)t - offsetof(struct upstream_conn, idle_timer));
+    struct loop *loop = c->server->group->set->loop;
+    idle_unlink(c);
+    conn_destroy(loop, c);
+}
+
+int upstream_connect(struct upstream_server *s, struct upstream_conn **out)
+{
+    struct loop *loop = s->group->set->loop;
+    if (s->idle) {
+        struct upstream_conn *c = s->idle;
+        idle_unlink(c);
+        loop_timer_cancel(loop, &c->idle_timer);
+        c->reused = true;
+        c->owner = NULL;
+        s->in_flight++;
+        *out = c;
+        return 0;
+    }
+    const struct config_addr *a = &s->cfg->addr;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    bool connected = true;
+    if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0) {
+        if (errno != EINPROGRESS) {
+            int err = errno;
+            close(fd);
+            return -err;
+        }
+        connected = false;
+    }
+    struct upstream_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return -ENOMEM;
+    }
+    c->io.fd = fd;
+    c->server = s;
+    c->connected = connected;
+    timer_init(&c->idle_timer, idle_conn_timeout);
+    int rc = loop_add(loop, &c->io);
+    if (rc < 0) {
+        close(fd);
+        free(c);
+        return rc;
+    }
+    s->in_flight++;
+    *out = c;
+    return 0;
+}
+
+int upstream_connect_result(struct upstream_conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return -errno;
+    return -err;
+}
+
+void upstream_release(struct upstream_conn *c, bool reusable)
+{
+    struct upstream_server *s = c->server;
+    struct upstream_set *set = s->group->set;
+    s->in_flight--;
+    c->owner = NULL;
+    c->requests++;
+    const struct config_upstream *ucfg = s->group->cfg;
+    if (!reusable || set->retired || (int)s->idle_count >= ucfg->keepalive_max_idle) {
+        conn_destroy(set->loop, c);
+        return;
+    }
+    c->io.on_event = idle_conn_event;
+    c->prev = NULL;
+    c->next = s->idle;
+    if (s->idle)
+        s->idle->prev = c;
+    s->idle = c;
+    s->idle_count++;
+    loop_timer_set(set->loop, &c->idle_timer, ucfg->keepalive_idle_timeout_ms);
+}
