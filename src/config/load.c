@@ -311,7 +311,8 @@ static void file_error(struct config_errors *errs, const char *name, const char 
 /* Hands the collected errors to the caller in file order. */
 static void flush_errors(struct cfg_ctx *ctx, struct config_errors *errs)
 {
-    qsort(ctx->errors, ctx->num_errors, sizeof(*ctx->errors), by_position);
+    if (ctx->num_errors > 0)
+        qsort(ctx->errors, ctx->num_errors, sizeof(*ctx->errors), by_position);
     for (size_t i = 0; i < ctx->num_errors; i++)
         push_error(errs, ctx->errors[i].text);
     free(ctx->errors);

@@ -216,27 +216,9 @@ void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n)
         const yaml_node_t *item = cfg_node(ctx, items[i]);
         struct config_route *r = &cfg->routes[cfg->num_routes++];
 
-        size_t errors_before = ctx->num_errors;
-
         r->path = cfg_strdup(ctx, "/");
         r->path_len = 1;
         load_route(ctx, r, i + 1, item);
-        /* A route with errors is half-read: comparing it says nothing. */
-        if (!r->path || ctx->num_errors != errors_before)
-            continue;
-        /* The same host and path twice: the later route is dead config,
-         * most likely a copy-paste slip. */
-        for (size_t j = 0; j < i; j++) {
-            const struct config_route *o = &cfg->routes[j];
-            if (o->path && strcmp(o->path, r->path) == 0 &&
-                (o->host == r->host || (o->host && r->host && strcmp(o->host, r->host) == 0))) {
-                cfg_error(ctx, item,
-                          "route %zu has the same host and path as route %zu (line %d), so it "
-                          "can never match",
-                          i + 1, j + 1, o->line);
-                break;
-            }
-        }
     }
 }
 
