@@ -2,7 +2,7 @@
  * one, with its RFC 9209 error type, a sentence and the likely fix. */
 #include <errno.h>
 
-#include "proxy/proxy.h"
+#include "observe/observe.h"
 
 static const struct cause_info causes[CAUSE__COUNT] = {
     [CAUSE_NONE] = {0, "-", "no error", "-"},
