@@ -50,4 +50,107 @@ const struct cause_info *cause_get(enum cause c);
 /* Map a connect()/socket errno to its cause. */
 enum cause cause_from_connect_errno(int err);
 
+
+/* ---- what the proxy reports ---- */
+
+#include <stddef.h>
+
+struct config;
+
+/* Evidence of one upstream attempt. */
+struct attempt_evidence {
+    const char *server; /* "host:port" as configured; NULL if none was picked */
+    enum cause cause;   /* CAUSE_NONE when the attempt produced a response */
+    int err;            /* errno of the failure, 0 if none */
+    int64_t connect_ms; /* -1: not applicable */
+    bool reused;        /* ran on a pooled keep-alive connection */
+};
+
+#define OBSERVE_MAX_ATTEMPTS 8
+
+/* Everything known about one finished request. Filled by the proxy; the
+ * strings are not owned and are valid only during the call. */
+struct request_record {
+    const char *rid;
+    const char *client_ip;
+    const char *method;
+    size_t method_len;
+    const char *target;
+    size_t target_len;
+    const char *host;
+    size_t host_len;
+    const char *referer;
+    size_t referer_len;
+    const char *user_agent;
+    size_t user_agent_len;
+    int minor_version;
+    int status;          /* sent to the client (499: client went away first) */
+    int upstream_status; /* 0: none */
+    enum cause cause;    /* CAUSE_NONE when the upstream's response was relayed whole */
+    int err;
+    bool aborted;        /* the client connection was cut mid-response */
+    const char *route;   /* a label for the route: "host/path" as configured, or "-" */
+    const char *upstream_group; /* NULL when no upstream was involved */
+    const char *upstream_server;
+    struct attempt_evidence attempts[OBSERVE_MAX_ATTEMPTS];
+    int num_attempts; /* may exceed OBSERVE_MAX_ATTEMPTS; only the first are kept */
+    uint64_t body_bytes_sent;     /* response body bytes to the client */
+    uint64_t request_body_bytes;  /* request body bytes from the client */
+    int64_t connect_ms, header_ms, upstream_ms, total_ms; /* -1: not applicable */
+};
+
+/* Apply a config's observe settings (access log format, error pages,
+ * expose_details, ring size). Called at start and after each reload,
+ * from the main thread. Returns 0 or -1 (errors logged). */
+int observe_configure(const struct config *cfg);
+
+/* One finished request, on its worker thread: writes the access-log line,
+ * counts it in the metrics, and keeps gateway errors (5xx from a cause, or an
+ * aborted response) in the ring served by GET /errors. */
+void observe_request(const struct request_record *rec);
+
+/* Shared per-server counters, created on first use and never freed, found
+ * by group and server name so they survive reloads. Thread safe. Call when
+ * building per-worker state, not per request. */
+struct server_stats;
+struct server_stats *observe_server(const char *group, const char *server);
+/* An attempt starts (in-flight + 1) and ends (in-flight - 1, counted by
+ * cause; a failure becomes the server's last error with its evidence). */
+void observe_attempt_start(struct server_stats *st);
+void observe_attempt_end(struct server_stats *st, enum cause cause, int err, int64_t connect_ms,
+                         int64_t header_ms, const char *rid);
+
+enum observe_gauge { GAUGE_CLIENT_CONNECTIONS = 0, GAUGE_UPSTREAM_CONNECTIONS, GAUGE__COUNT };
+void observe_gauge_add(enum observe_gauge g, int delta);
+/* Upstream connection taken from the pool (reused) or newly opened. */
+void observe_pool_acquire(bool reused);
+
+/* The body of a generated error response, in the format the client's
+ * Accept asks for (HTML, JSON or plain text; a custom page from config when
+ * one is set for the status). Writes at most cap bytes into out and returns
+ * the length; *content_type is set to a static string. details is NULL
+ * unless errors.expose_details is on. */
+size_t observe_error_page(char *out, size_t cap, int status, enum cause cause, const char *rid,
+                          const char *accept, size_t accept_len, const char *details,
+                          const char **content_type);
+
+/* The Proxy-Status field value (RFC 9209, RFC 8941 string escaping):
+ * 'bulwark; error=<type>; next-hop="<server>"' plus '; details="..."' when
+ * details is not NULL. Returns the length written (at most cap - 1, NUL
+ * terminated). */
+size_t observe_proxy_status(char *out, size_t cap, enum cause cause, const char *server,
+                            const char *details);
+
+/* Whether errors.expose_details is on (for the proxy to build details). */
+bool observe_expose_details(void);
+
+/* A client-sent X-Request-Id is reused only if it is 1-128 bytes of
+ * [A-Za-z0-9._:-] (nothing that could inject into logs or headers). */
+bool observe_request_id_valid(const char *p, size_t n);
+
+/* Admin listener (GET /metrics, /status, /errors) on its own thread.
+ * Started once; observe_configure() applies a new token after reload.
+ * Returns 0 or -errno (logged). */
+int observe_admin_start(const struct config *cfg);
+
 #endif
