@@ -305,3 +305,159 @@ class Origin:
                            "headers": headers, "body_length": total,
                            "body_sha256": h.hexdigest(), "port": self.port}).encode()
         return send(200, body, [("Content-Type", "application/json")])
+
+
+# ---------------------------------------------------------------------------
+# Client-side helpers: a raw HTTP/1.x client over real sockets, so tests see
+# exactly the bytes bulwark sends (framing, interim responses, closes).
+# ---------------------------------------------------------------------------
+
+class Response:
+    """One response as read off the wire."""
+
+    def __init__(self, version, status, reason, headers, raw_head):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # [(name, value)] in wire order
+        self.raw_head = raw_head
+        self.body = b""
+        self.framing = "none"  # none | length | chunked | close
+        self.chunk_sizes = []
+
+    def header(self, name, default=None):
+        return header(self.headers, name, default)
+
+    def all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers!r} body={self.body[:200]!r}>"
+
+
+def client(port, timeout=10.0):
+    """A Conn connected to 127.0.0.1:port; every recv is bounded by timeout."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return Conn(s)
+
+
+def read_response(c, method="GET", sink=None):
+    """Read one response (an interim 1xx is returned on its own). The body is
+    decoded by its framing; chunked syntax is checked strictly. With sink
+    (a callable), body pieces go to it instead of .body."""
+    head = c.read_until(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+    headers = []
+    for line in lines[1:]:
+        if line:
+            k, v = line.split(":", 1)
+            headers.append((k, v.strip()))
+    r = Response(version, int(status), reason, headers, head)
+    out = []
+    put = sink or out.append
+    te = r.header("Transfer-Encoding")
+    cl = r.header("Content-Length")
+    if r.status < 200 or r.status in (204, 304) or method == "HEAD":
+        return r
+    if te is not None:
+        assert te.lower() == "chunked", f"unexpected Transfer-Encoding {te!r}"
+        r.framing = "chunked"
+        while True:
+            line = c.read_until(b"\r\n", limit=4096)
+            size = int(line[:-2].split(b";")[0], 16)
+            r.chunk_sizes.append(size)
+            if size == 0:
+                while c.read_until(b"\r\n", limit=65536) != b"\r\n":
+                    pass
+                break
+            left = size
+            while left:
+                piece = c.read_some(min(left, 1 << 20))
+                left -= len(piece)
+                put(piece)
+            crlf = c.read_exact(2)
+            assert crlf == b"\r\n", f"chunk data not followed by CRLF: {crlf!r}"
+    elif cl is not None:
+        r.framing = "length"
+        left = int(cl)
+        while left:
+            piece = c.read_some(min(left, 1 << 20))
+            left -= len(piece)
+            put(piece)
+    else:
+        r.framing = "close"
+        if c.buf:
+            put(c.buf)
+            c.buf = b""
+        while True:
+            data = c.sock.recv(1 << 20)
+            if not data:
+                break
+            put(data)
+    r.body = b"".join(out)
+    return r
+
+
+def read_final_response(c, method="GET"):
+    """Skip interim responses; return (final, [interim...])."""
+    interim = []
+    while True:
+        r = read_response(c, method)
+        if r.status >= 200 or r.status == 101:
+            return r, interim
+        interim.append(r)
+
+
+def is_closed(c, timeout=5.0):
+    """True if the peer closed (FIN or RST) within timeout with no more bytes
+    sent; False if bytes arrived or it stayed open."""
+    if c.buf:
+        return False
+    c.sock.settimeout(timeout)
+    try:
+        data = c.sock.recv(65536)
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+    if data:
+        c.buf += data
+        return False
+    return True
+
+
+def ws_client_frame(opcode, payload, fin=True, mask=None):
+    """A client-to-server WebSocket frame: always masked (RFC 6455 5.3)."""
+    import os as _os
+    mask = mask if mask is not None else _os.urandom(4)
+    n = len(payload)
+    b1 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        head = struct.pack("!BB", b1, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b1, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", b1, 0x80 | 127, n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def ws_read_server_frame(c):
+    """Read one server frame: (fin, opcode, payload, was_masked)."""
+    b1, b2 = c.read_exact(2)
+    n = b2 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", c.read_exact(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", c.read_exact(8))[0]
+    masked = bool(b2 & 0x80)
+    mask = c.read_exact(4) if masked else None
+    data = c.read_exact(n)
+    if mask:
+        data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    return bool(b1 & 0x80), b1 & 0x0F, data, masked
