@@ -143,22 +143,17 @@ static void unknown_upstream(struct cfg_ctx *ctx, const yaml_node_t *n, const ch
 {
     const struct config *cfg = ctx->cfg;
     char defined[256];
-    size_t len = 0;
+    size_t len;
 
-    if (cfg->num_upstreams == 0) {
-        snprintf(defined, sizeof(defined), "no upstreams are defined");
-    } else {
-        len = (size_t)snprintf(defined, sizeof(defined), "defined: ");
-        for (size_t i = 0; i < cfg->num_upstreams; i++) {
-            const char *up = cfg->upstreams[i].name;
-            /* Keep room for ", ..." so a long list is visibly cut. */
-            if (len + strlen(up) + 2 + 5 >= sizeof(defined)) {
-                snprintf(defined + len, sizeof(defined) - len, ", ...");
-                break;
-            }
-            len += (size_t)snprintf(defined + len, sizeof(defined) - len, "%s%s", i ? ", " : "",
-                                    up);
+    len = (size_t)snprintf(defined, sizeof(defined), "defined: ");
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        const char *up = cfg->upstreams[i].name;
+        /* Keep room for ", ..." so a long list is visibly cut. */
+        if (len + strlen(up) + 2 + 5 >= sizeof(defined)) {
+            snprintf(defined + len, sizeof(defined) - len, "%s...", i ? ", " : "");
+            break;
         }
+        len += (size_t)snprintf(defined + len, sizeof(defined) - len, "%s%s", i ? ", " : "", up);
     }
     cfg_error(ctx, n, "route %zu refers to unknown upstream %s (%s)", route_no,
               cfg_quote(name).s, defined);
@@ -187,7 +182,8 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
         for (size_t i = 0; i < cfg->num_upstreams && !r->upstream; i++)
             if (strcmp(cfg->upstreams[i].name, s) == 0)
                 r->upstream = &cfg->upstreams[i];
-        if (!r->upstream)
+        /* With no upstreams at all, that section's own error says it. */
+        if (!r->upstream && cfg->num_upstreams > 0)
             unknown_upstream(ctx, v[1], s, route_no);
     }
     cfg_get_size(ctx, v[2], "max_body_size", 0, UINT64_MAX, &r->max_body_bytes);
