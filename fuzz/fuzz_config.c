@@ -20,8 +20,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *const hosts[] = {"", "example.com", "WWW.Example.com:8080", "[::1]:80",
-                                        "a.b.c.d.e", "["};
+    static const char *const hosts[] = {"",         "example.com", "WWW.Example.com:8080",
+                                        "[::1]:80", "a.b.c.d.e",   "["};
     struct config_errors errs = {0};
     struct config *cfg = config_load_string("fuzz.yaml", (const char *)data, size, &errs);
 

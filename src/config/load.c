@@ -28,6 +28,7 @@ enum top_key {
     NUM_TOP_KEYS
 };
 
+/* clang-format off */
 static const char *const top_keys[NUM_TOP_KEYS] = {
     [TOP_WORKERS] = "workers",
     [TOP_LISTEN] = "listen",
@@ -40,6 +41,7 @@ static const char *const top_keys[NUM_TOP_KEYS] = {
     [TOP_UPSTREAMS] = "upstreams",
     [TOP_ROUTES] = "routes",
 };
+/* clang-format on */
 
 static void set_defaults(struct config *cfg)
 {
@@ -98,7 +100,8 @@ static void load_listen(struct cfg_ctx *ctx, const yaml_node_t *n)
         if (!cfg_get_addr(ctx, item, "listen", true, addr))
             continue;
         for (j = 0; j < cfg->num_listen; j++)
-            if (cfg->listen[j].len == addr->len && !memcmp(&cfg->listen[j].ss, &addr->ss, addr->len))
+            if (cfg->listen[j].len == addr->len &&
+                !memcmp(&cfg->listen[j].ss, &addr->ss, addr->len))
                 break;
         if (j < cfg->num_listen) {
             cfg_error(ctx, item, "listen address %s is listed twice (first at line %d)",
@@ -121,6 +124,7 @@ enum client_key {
     NUM_CLIENT_KEYS
 };
 
+/* clang-format off */
 static const char *const client_keys[NUM_CLIENT_KEYS] = {
     [CLIENT_HEADER_TIMEOUT] = "header_timeout",
     [CLIENT_BODY_TIMEOUT] = "body_timeout",
@@ -130,6 +134,7 @@ static const char *const client_keys[NUM_CLIENT_KEYS] = {
     [CLIENT_MAX_HEADER_SIZE] = "max_header_size",
     [CLIENT_MAX_BODY_SIZE] = "max_body_size",
 };
+/* clang-format on */
 
 static void load_client(struct cfg_ctx *ctx, const yaml_node_t *n)
 {
@@ -327,7 +332,8 @@ struct config *config_load_string(const char *name, const char *yaml, size_t len
     struct cfg_ctx ctx = {.name = name};
     yaml_parser_t parser;
     yaml_document_t doc, extra;
-    const unsigned char *data = (const unsigned char *)yaml;
+    /* libyaml asserts on a NULL input even when it is empty. */
+    const unsigned char *data = (const unsigned char *)(yaml ? yaml : "");
     struct config *cfg;
     bool failed;
 
@@ -347,8 +353,9 @@ struct config *config_load_string(const char *name, const char *yaml, size_t len
         yaml_node_t *root = yaml_document_get_root_node(&doc);
         ctx.doc = &doc;
         if (!root)
-            cfg_error_at(&ctx, 1, 1, "empty config: expected a mapping with listen, upstreams "
-                                     "and routes");
+            cfg_error_at(&ctx, 1, 1,
+                         "empty config: expected a mapping with listen, upstreams "
+                         "and routes");
         else if (cfg)
             load_top(&ctx, root);
         /* A second "---" document would be silently ignored; say so. */

@@ -1,4 +1,5 @@
 /* Walking the YAML tree: error recording, type checks, typed values. */
+#include <assert.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -165,8 +166,7 @@ bool cfg_node_is_null(const yaml_node_t *n)
     if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return false;
     v = (const char *)n->data.scalar.value;
-    return !*v || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") ||
-           !strcmp(v, "NULL");
+    return !*v || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") || !strcmp(v, "NULL");
 }
 
 struct cfg_quoted cfg_describe(const yaml_node_t *n)
@@ -204,6 +204,7 @@ bool cfg_fields(struct cfg_ctx *ctx, const yaml_node_t *map, const char *where,
 {
     const yaml_node_t *key_nodes[CFG_MAX_KEYS] = {0};
 
+    assert(num_keys <= CFG_MAX_KEYS);
     for (size_t i = 0; i < num_keys; i++)
         values[i] = NULL;
     if (map->type != YAML_MAPPING_NODE) {
@@ -227,15 +228,15 @@ bool cfg_fields(struct cfg_ctx *ctx, const yaml_node_t *map, const char *where,
         if (i == num_keys) {
             const char *hint = cfg_suggest(name, keys, num_keys);
             if (hint)
-                cfg_error(ctx, k, "unknown key %s in %s (did you mean \"%s\"?)",
-                          cfg_quote(name).s, where, hint);
+                cfg_error(ctx, k, "unknown key %s in %s (did you mean \"%s\"?)", cfg_quote(name).s,
+                          where, hint);
             else
                 cfg_error(ctx, k, "unknown key %s in %s", cfg_quote(name).s, where);
             continue;
         }
         if (key_nodes[i]) {
-            cfg_error(ctx, k, "duplicate key %s in %s (first at line %d)", cfg_quote(name).s,
-                      where, (int)key_nodes[i]->start_mark.line + 1);
+            cfg_error(ctx, k, "duplicate key %s in %s (first at line %d)", cfg_quote(name).s, where,
+                      (int)key_nodes[i]->start_mark.line + 1);
             continue;
         }
         key_nodes[i] = k;
@@ -244,8 +245,7 @@ bool cfg_fields(struct cfg_ctx *ctx, const yaml_node_t *map, const char *where,
     return true;
 }
 
-bool cfg_get_duration(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key,
-                      uint32_t *out)
+bool cfg_get_duration(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, uint32_t *out)
 {
     const char *s;
     uint32_t ms;
@@ -260,8 +260,7 @@ bool cfg_get_duration(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key
         *out = ms;
         return true;
     case CFG_PARSE_RANGE:
-        cfg_error(ctx, n,
-                  "duration %s for %s is too long: at most 4294967295ms (about 49 days)",
+        cfg_error(ctx, n, "duration %s for %s is too long: at most 4294967295ms (about 49 days)",
                   cfg_quote(s).s, key);
         return false;
     default:
@@ -328,8 +327,8 @@ bool cfg_get_int(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, lon
         return false;
     }
     if (rc == CFG_PARSE_RANGE || v < min || v > max) {
-        cfg_error(ctx, n, "%s %.30s%s out of range %lld-%lld", key, s,
-                  strlen(s) > 30 ? "..." : "", min, max);
+        cfg_error(ctx, n, "%s %.30s%s out of range %lld-%lld", key, s, strlen(s) > 30 ? "..." : "",
+                  min, max);
         return false;
     }
     *out = (int)v;

@@ -135,8 +135,8 @@ int config_parse_size(const char *s, uint64_t *bytes)
 
 static bool is_host_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
 }
 
 static bool looks_numeric_v4(const char *host)
@@ -197,9 +197,10 @@ int config_parse_addr(const char *s, bool resolve, struct config_addr *out, char
             return -1;
         }
         if (close[1] != ':') {
-            snprintf(why, why_len, "%s", close[1] ? "expected \":port\" after \"]\""
-                                                  : "missing port (expected [v6]:port, "
-                                                    "e.g. [::1]:8080)");
+            snprintf(why, why_len, "%s",
+                     close[1] ? "expected \":port\" after \"]\""
+                              : "missing port (expected [v6]:port, "
+                                "e.g. [::1]:8080)");
             return -1;
         }
         host = s + 1;
@@ -276,8 +277,7 @@ int config_parse_addr(const char *s, bool resolve, struct config_addr *out, char
                 }
             }
             if (!resolve) {
-                snprintf(why, why_len, "host %s is not a numeric IP address",
-                         cfg_quote(hostbuf).s);
+                snprintf(why, why_len, "host %s is not a numeric IP address", cfg_quote(hostbuf).s);
                 return -1;
             }
             if (!cfg_dns_enabled()) {

@@ -25,8 +25,7 @@ static bool valid_host_name(const char *s)
             if (label == 0)
                 return false;
             label = 0;
-        } else if ((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' ||
-                   *s == '_') {
+        } else if ((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_') {
             label++;
         } else {
             return false;
@@ -125,8 +124,8 @@ static void load_match(struct cfg_ctx *ctx, struct config_route *r, size_t route
         for (i = 0; s[i] && (unsigned char)s[i] > 0x20 && s[i] != 0x7f; i++)
             ;
         if (s[0] != '/') {
-            cfg_error(ctx, v[1], "bad path %s for route %zu: must start with \"/\"",
-                      cfg_quote(s).s, route_no);
+            cfg_error(ctx, v[1], "bad path %s for route %zu: must start with \"/\"", cfg_quote(s).s,
+                      route_no);
         } else if (s[i]) {
             cfg_error(ctx, v[1], "bad path %s for route %zu: contains a space or control character",
                       cfg_quote(s).s, route_no);
@@ -155,8 +154,8 @@ static void unknown_upstream(struct cfg_ctx *ctx, const yaml_node_t *n, const ch
         }
         len += (size_t)snprintf(defined + len, sizeof(defined) - len, "%s%s", i ? ", " : "", up);
     }
-    cfg_error(ctx, n, "route %zu refers to unknown upstream %s (%s)", route_no,
-              cfg_quote(name).s, defined);
+    cfg_error(ctx, n, "route %zu refers to unknown upstream %s (%s)", route_no, cfg_quote(name).s,
+              defined);
 }
 
 static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
@@ -264,8 +263,7 @@ static size_t host_rank(const struct config_route *r, const char *host, size_t l
 }
 
 const struct config_route *config_match_route(const struct config *cfg, const char *host,
-                                              size_t host_len, const char *path,
-                                              size_t path_len)
+                                              size_t host_len, const char *path, size_t path_len)
 {
     const struct config_route *best = NULL;
     size_t best_rank = 0, best_path = 0;

@@ -16,6 +16,7 @@ enum upstream_key {
     NUM_UP_KEYS
 };
 
+/* clang-format off */
 static const char *const upstream_keys[NUM_UP_KEYS] = {
     [UP_SERVERS] = "servers",
     [UP_BALANCE] = "balance",
@@ -26,6 +27,7 @@ static const char *const upstream_keys[NUM_UP_KEYS] = {
     [UP_RETRIES] = "retries",
     [UP_KEEPALIVE] = "keepalive",
 };
+/* clang-format on */
 
 static const char *const balance_names[] = {
     [BALANCE_ROUND_ROBIN] = "round_robin",
@@ -35,8 +37,8 @@ static const char *const balance_names[] = {
 
 static bool is_name_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
 }
 
 /* RFC 9110 5.6.2: a header name is a token. */
@@ -231,8 +233,8 @@ void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n)
         for (i = 0; i < cfg->num_upstreams && strcmp(cfg->upstreams[i].name, name) != 0; i++)
             ;
         if (i < cfg->num_upstreams) {
-            cfg_error(ctx, k, "duplicate key %s in upstreams (first at line %d)",
-                      cfg_quote(name).s, cfg->upstreams[i].line);
+            cfg_error(ctx, k, "duplicate key %s in upstreams (first at line %d)", cfg_quote(name).s,
+                      cfg->upstreams[i].line);
             continue;
         }
         /* A bad name is still defined, so routes naming it do not pile

@@ -19,12 +19,12 @@
 
 /* The smallest valid config, pieces of which tests replace. */
 #define LISTEN "listen: [\"127.0.0.1:8080\"]\n"
-#define UPSTREAMS                                                                              \
-    "upstreams:\n"                                                                             \
-    "  app:\n"                                                                                 \
+#define UPSTREAMS                                                                                  \
+    "upstreams:\n"                                                                                 \
+    "  app:\n"                                                                                     \
     "    servers: [\"127.0.0.1:9000\"]\n"
-#define ROUTES                                                                                 \
-    "routes:\n"                                                                                \
+#define ROUTES                                                                                     \
+    "routes:\n"                                                                                    \
     "  - upstream: app\n"
 
 static struct config *load(const char *yaml, struct config_errors *errs)
@@ -886,6 +886,17 @@ static void test_errors_are_appended_to_existing_ones(void **state)
     assert_null(errs.items);
 }
 
+static void test_null_input_is_an_empty_config(void **state)
+{
+    struct config_errors errs = {0};
+
+    assert_null(config_load_string("x.yaml", NULL, 0, &errs));
+    assert_int_equal(errs.count, 1);
+    assert_string_equal(errs.items[0].text, "x.yaml:1:1: empty config: expected a mapping with "
+                                            "listen, upstreams and routes");
+    config_errors_free(&errs);
+}
+
 static void test_long_values_are_cut_in_messages(void **state)
 {
     char yaml[512];
@@ -930,8 +941,8 @@ static void test_duration_zero_alone_is_allowed(void **state)
 
 static void test_duration_rejects_bad_syntax(void **state)
 {
-    static const char *const bad[] = {"",   "5",   "s",     "1.5s", "-1s", "+1s", " 1s",
-                                      "1s ", "1 s", "1S",   "1d",  "1sec", "1ms1", "0x10s"};
+    static const char *const bad[] = {"",    "5",   "s",  "1.5s", "-1s",  "+1s",  " 1s",
+                                      "1s ", "1 s", "1S", "1d",   "1sec", "1ms1", "0x10s"};
     uint32_t ms;
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1043,8 +1054,7 @@ static void test_addr_port_errors(void **state)
     assert_addr_error("1.2.3.4:99999999999999999999999", false,
                       "port 99999999999999999999... out of range 1-65535");
     assert_addr_error("1.2.3.4:", false, "missing port after \":\"");
-    assert_addr_error("1.2.3.4", false,
-                      "missing port (expected host:port, e.g. 127.0.0.1:8080)");
+    assert_addr_error("1.2.3.4", false, "missing port (expected host:port, e.g. 127.0.0.1:8080)");
     assert_addr_error("1.2.3.4:http", false, "port \"http\" is not a number");
     assert_addr_error("1.2.3.4:-1", false, "port \"-1\" is not a number");
 }
@@ -1342,6 +1352,7 @@ int main(void)
         cmocka_unit_test(test_non_scalar_key),
         cmocka_unit_test(test_collects_multiple_errors_in_file_order),
         cmocka_unit_test(test_errors_are_appended_to_existing_ones),
+        cmocka_unit_test(test_null_input_is_an_empty_config),
         cmocka_unit_test(test_long_values_are_cut_in_messages),
 
         cmocka_unit_test(test_duration_units),
@@ -1358,8 +1369,8 @@ int main(void)
         cmocka_unit_test(test_addr_names_need_resolve),
         cmocka_unit_test(test_addr_text_is_cut_to_fit),
 
-        cmocka_unit_test_setup_teardown(test_match_exact_host_beats_wildcard_and_any,
-                                        setup_routing, teardown_routing),
+        cmocka_unit_test_setup_teardown(test_match_exact_host_beats_wildcard_and_any, setup_routing,
+                                        teardown_routing),
         cmocka_unit_test_setup_teardown(test_match_wildcard_beats_any, setup_routing,
                                         teardown_routing),
         cmocka_unit_test_setup_teardown(test_match_wildcard_needs_a_label_before_suffix,
