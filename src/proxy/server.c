@@ -27,9 +27,8 @@ struct server {
 };
 
 /* Open a listening socket. SO_REUSEPORT gives each worker its own socket
- * and accept queue: no thundering herd, no lock. listen_now false only
- * binds (to test an address without taking connections). */
-static int open_listener(const struct config_addr *a, bool listen_now, char *why, size_t why_len)
+ * and accept queue: no thundering herd, no lock. */
+static int open_listener(const struct config_addr *a, char *why, size_t why_len)
 {
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -44,7 +43,7 @@ static int open_listener(const struct config_addr *a, bool listen_now, char *why
         close(fd);
         return -1;
     }
-    if (listen_now && listen(fd, LISTEN_BACKLOG) < 0) {
+    if (listen(fd, LISTEN_BACKLOG) < 0) {
         snprintf(why, why_len, "listen() on %s failed: %s", a->text, strerror(errno));
         close(fd);
         return -1;
@@ -150,7 +149,7 @@ static int worker_sync_listeners(struct worker *w, const struct config *cfg)
         if (have)
             continue;
         char why[256];
-        int fd = open_listener(&cfg->listen[i], true, why, sizeof(why));
+        int fd = open_listener(&cfg->listen[i], why, sizeof(why));
         if (fd < 0 || !listener_add(w, &cfg->listen[i], fd)) {
             log_error("worker %d cannot listen: %s", w->id, fd < 0 ? why : "out of memory");
             failures++;
@@ -277,6 +276,26 @@ static void apply_logs(const struct config *cfg)
         log_error("cannot open access log %s: %s", cfg->access_log, strerror(-rc));
 }
 
+/* Is another process (another bulwark, nginx...) on this address? Our own
+ * listeners use SO_REUSEPORT, which would silently share the port with a
+ * second instance started by mistake; a plain bind() refuses. */
+static int probe_address_free(const struct config_addr *a, char *why, size_t why_len)
+{
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(why, why_len, "socket(): %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int rc = bind(fd, (const struct sockaddr *)&a->ss, a->len);
+    if (rc < 0)
+        snprintf(why, why_len, "cannot listen on %s: %s%s", a->text, strerror(errno),
+                 errno == EADDRINUSE ? " (is another server running on it?)" : "");
+    close(fd);
+    return rc < 0 ? -1 : 0;
+}
+
 /* Refuse a reload whose new listen addresses cannot be bound. */
 static int check_new_listeners(const struct config *old, const struct config *cfg)
 {
@@ -288,12 +307,9 @@ static int check_new_listeners(const struct config *old, const struct config *cf
         if (existing)
             continue;
         char why[256];
-        int fd = open_listener(&cfg->listen[i], false, why, sizeof(why));
-        if (fd < 0) {
+        if (probe_address_free(&cfg->listen[i], why, sizeof(why)) < 0) {
             log_error("reload refused: %s", why);
             bad++;
-        } else {
-            close(fd);
         }
     }
     return bad ? -1 : 0;
@@ -382,6 +398,13 @@ int proxy_run(struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
     apply_logs(cfg);
 
+    for (size_t i = 0; i < cfg->num_listen; i++) {
+        char why[256];
+        if (probe_address_free(&cfg->listen[i], why, sizeof(why)) < 0) {
+            log_error("%s", why);
+            return 1;
+        }
+    }
     srv.workers = calloc((size_t)srv.num_workers, sizeof(*srv.workers));
     if (!srv.workers)
         return 1;
