@@ -108,6 +108,7 @@ struct session {
     uint8_t phase;
     bool readable, writable;
     bool eof;     /* the client sent FIN */
+    bool rdhup;   /* the FIN (or an error) was signalled: read until 0 */
     bool closing; /* close once the current response is sent */
     bool closed;
 };
@@ -143,6 +144,7 @@ struct request {
     struct upstream_server *server;
     struct timer up_timer;
     bool up_readable, up_writable, up_eof;
+    bool up_rdhup; /* the upstream FIN was signalled: read until 0 */
     bool up_any_byte; /* a response byte arrived on this attempt */
     bool up_sent_any; /* a request byte was written on this attempt */
     int attempts;

@@ -277,6 +277,8 @@ static void client_event(struct io *io, uint32_t events)
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         s->readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        s->rdhup = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         s->writable = true;
     session_drive(s);
@@ -550,14 +552,31 @@ static void refuse_request(struct session *s, struct request *r, int status, enu
 
 /* ---------- upstream attempts ---------- */
 
-static void log_attempt_failure(struct request *r, const char *what, enum cause cause, int err)
+/* One error-log line per failed attempt: what failed, the server, why
+ * (errno text, the parser's verdict, or the cause's sentence), then
+ * greppable key=value evidence. */
+static void log_attempt_detail(struct request *r, const char *what, enum cause cause, int err,
+                               const char *detail)
 {
     char ip[INET6_ADDRSTRLEN];
     peer_text(r->s, ip, sizeof(ip));
+    if (!detail)
+        detail = err ? strerror(err) : cause_get(cause)->sentence;
     log_error("%s %s (upstream \"%s\") failed: %s; cause=%s attempt=%d client=%s rid=%s", what,
-              r->server ? r->server->cfg->addr.text : "-", r->group->cfg->name,
-              err ? strerror(err) : cause_get(cause)->sentence, cause_get(cause)->proxy_status,
-              r->attempts, ip, r->rid);
+              r->server ? r->server->cfg->addr.text : "-", r->group->cfg->name, detail,
+              cause_get(cause)->proxy_status, r->attempts, ip, r->rid);
+}
+
+static void log_attempt_failure(struct request *r, const char *what, enum cause cause, int err)
+{
+    log_attempt_detail(r, what, cause, err, NULL);
+}
+
+/* An upstream failure that no retry can mend: log its evidence, answer. */
+static void upstream_failed(struct request *r, const char *what, enum cause cause, int err)
+{
+    log_attempt_failure(r, what, cause, err);
+    fail_request(r, cause, err);
 }
 
 static void up_timeout(struct timer *t);
@@ -599,7 +618,7 @@ static void connect_upstream(struct request *r)
         if (srv->index < 64)
             r->tried |= 1ull << srv->index;
         r->attempts++;
-        r->up_any_byte = r->up_sent_any = r->up_eof = false;
+        r->up_any_byte = r->up_sent_any = r->up_eof = r->up_rdhup = false;
         r->t_connect_ms = loop_now_ms(S_LOOP(s));
         r->t_connected_ms = r->t_header_ms = 0;
         if (srv->cfg->addr.len == 0) {
@@ -648,9 +667,10 @@ static void up_timeout(struct timer *t)
     else if (r->tunnel)
         session_close(s);
     else if (!outq_empty(&r->up_out) && !r->resp_started)
-        fail_request(r, CAUSE_CONNECTION_WRITE_TIMEOUT, ETIMEDOUT);
+        upstream_failed(r, "sending the request to", CAUSE_CONNECTION_WRITE_TIMEOUT, ETIMEDOUT);
     else if (!r->resp_started)
-        fail_request(r, CAUSE_HTTP_RESPONSE_TIMEOUT, ETIMEDOUT);
+        upstream_failed(r, "waiting for the response header from", CAUSE_HTTP_RESPONSE_TIMEOUT,
+                        ETIMEDOUT);
     else
         fail_request(r, CAUSE_CONNECTION_READ_TIMEOUT, ETIMEDOUT);
     if (!s->closed)
@@ -665,6 +685,8 @@ static void upstream_event(struct io *io, uint32_t events)
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         r->up_readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        r->up_rdhup = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         r->up_writable = true;
     session_drive(r->s);
@@ -938,6 +960,8 @@ static bool start_response(struct request *r, const struct http_response *resp, 
     struct session *s = r->s;
     r->upstream_status = resp->status;
     if (resp->status == 101 && !r->upgrade) {
+        log_attempt_detail(r, "reading the response from", CAUSE_HTTP_PROTOCOL_ERROR, 0,
+                           "101 Switching Protocols to a request that asked no upgrade");
         fail_request(r, CAUSE_HTTP_PROTOCOL_ERROR, 0);
         return false;
     }
@@ -946,7 +970,8 @@ static bool start_response(struct request *r, const struct http_response *resp, 
          * which we answered ourselves. */
         if (r->minor_version == 1 && resp->status != 100) {
             if (build_client_response(r, resp) < 0) {
-                fail_request(r, CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE, 0);
+                upstream_failed(r, "relaying the interim response from",
+                                CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE, 0);
                 return false;
             }
         }
@@ -974,7 +999,8 @@ static bool start_response(struct request *r, const struct http_response *resp, 
     b->done = resp->framing == HTTP_FRAMING_NONE ||
               (resp->framing == HTTP_FRAMING_LENGTH && resp->content_length == 0);
     if (build_client_response(r, resp) < 0) {
-        fail_request(r, CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE, 0);
+        upstream_failed(r, "relaying the response header from",
+                        CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE, 0);
         return false;
     }
     r->resp_started = true;
@@ -993,8 +1019,10 @@ static bool start_response(struct request *r, const struct http_response *resp, 
 /* ---------- reading ---------- */
 
 /* Read from fd into b. Returns bytes read (>0), 0 on EOF, -EAGAIN when
- * nothing is there (clears *readable), or -errno. */
-static ssize_t read_into(int fd, struct buf *b, bool *readable)
+ * nothing is there (clears *readable), or -errno. A short read means the
+ * socket is drained -- unless the peer's FIN came with the same edge
+ * (rdhup): then only reading the 0 tells us, and no new edge will come. */
+static ssize_t read_into(int fd, struct buf *b, bool *readable, bool rdhup)
 {
     if (buf_room(b) == 0)
         buf_compact(b);
@@ -1005,7 +1033,7 @@ static ssize_t read_into(int fd, struct buf *b, bool *readable)
         ssize_t n = read(fd, buf_tail(b), room);
         if (n > 0) {
             b->end += (uint32_t)n;
-            if ((size_t)n < room)
+            if ((size_t)n < room && !rdhup)
                 *readable = false; /* drained: edge-triggered will tell us of more */
             return n;
         }
@@ -1096,7 +1124,7 @@ static bool drive_upstream(struct request *r)
                 session_close(s);
                 return true;
             }
-            ssize_t n = read_into(s->io.fd, &s->in, &s->readable);
+            ssize_t n = read_into(s->io.fd, &s->in, &s->readable, s->rdhup);
             if (n == -EAGAIN) {
                 if (!r->tunnel)
                     loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
@@ -1159,10 +1187,13 @@ static bool drive_upstream(struct request *r)
             fail_request(r, CAUSE_PROXY_INTERNAL_ERROR, ENOMEM);
             return true;
         }
-        ssize_t n = read_into(uc->io.fd, &r->up_in, &r->up_readable);
+        ssize_t n = read_into(uc->io.fd, &r->up_in, &r->up_readable, r->up_rdhup);
         if (n == -EAGAIN)
             break;
         if (n == -ENOBUFS && !r->resp_started) {
+            log_attempt_detail(r, "reading the response from",
+                               CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE, 0,
+                               "response header section larger than the buffer");
             fail_request(r, CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE, 0);
             return true;
         }
@@ -1174,6 +1205,9 @@ static bool drive_upstream(struct request *r)
                 return true;
             }
             if (!r->resp_started) {
+                log_attempt_detail(r, "reading the response header from",
+                                   CAUSE_CONNECTION_TERMINATED, n < 0 ? (int)-n : 0,
+                                   n < 0 ? NULL : "closed before the end of the header");
                 fail_request(r, CAUSE_CONNECTION_TERMINATED, n < 0 ? (int)-n : 0);
                 return true;
             }
@@ -1199,13 +1233,12 @@ static bool drive_upstream(struct request *r)
             if (hl == HTTP_INCOMPLETE)
                 break;
             if (hl < 0) {
-                fail_request(r, herr == HTTP_ERR_HEADERS_TOO_LARGE || herr == HTTP_ERR_TOO_MANY_HEADERS
-                                    ? CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE
-                                    : CAUSE_HTTP_PROTOCOL_ERROR,
-                             0);
-                log_error("invalid response from %s (upstream \"%s\"): %s; rid=%s",
-                          r->server->cfg->addr.text, r->group->cfg->name, http_error_text(herr),
-                          r->rid);
+                enum cause c = herr == HTTP_ERR_HEADERS_TOO_LARGE ||
+                                       herr == HTTP_ERR_TOO_MANY_HEADERS
+                                   ? CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE
+                                   : CAUSE_HTTP_PROTOCOL_ERROR;
+                log_attempt_detail(r, "parsing the response from", c, 0, http_error_text(herr));
+                fail_request(r, c, 0);
                 return true;
             }
             if (!start_response(r, resp, (size_t)hl))
@@ -1420,7 +1453,7 @@ static bool read_request_header(struct session *s)
             session_close(s);
             return true;
         }
-        ssize_t n = read_into(s->io.fd, &s->in, &s->readable);
+        ssize_t n = read_into(s->io.fd, &s->in, &s->readable, s->rdhup);
         if (n == -EAGAIN)
             return false;
         if (n == -ENOBUFS)
@@ -1438,7 +1471,9 @@ static void session_drive(struct session *s)
     while (!s->closed) {
         if (s->req) {
             drive_request(s);
-            return;
+            if (s->req || s->closed)
+                return;
+            continue; /* finished: a pipelined request may already be buffered */
         }
         if (s->w->draining && s->phase == PHASE_IDLE && buf_len(&s->in) == 0) {
             session_close(s);
