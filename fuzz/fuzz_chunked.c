@@ -32,8 +32,7 @@ static void check(bool ok)
 }
 
 /* Decode msg[0..n) split after each offset in cuts[0..ncuts) (ascending). */
-static void decode(const char *msg, size_t n, const size_t *cuts, size_t ncuts,
-                   struct outcome *out)
+static void decode(const char *msg, size_t n, const size_t *cuts, size_t ncuts, struct outcome *out)
 {
     struct http_chunked d;
     http_chunked_init(&d);

@@ -18,26 +18,26 @@
 #define MAX_CHUNK_SIZE UINT64_C(0x7fffffffffffffff)
 
 enum chunk_state {
-    CK_SIZE_START,   /* expecting the first HEXDIG of chunk-size */
-    CK_SIZE,         /* in chunk-size */
-    CK_EXT_BWS,      /* BWS, then only ";" may follow */
-    CK_EXT_NAME_BWS, /* after ";": BWS then chunk-ext-name */
-    CK_EXT_NAME,     /* in chunk-ext-name */
-    CK_EXT_EQ_BWS,   /* BWS after a name: "=" or ";" follows */
-    CK_EXT_VAL_BWS,  /* after "=": BWS then token or quoted-string */
-    CK_EXT_TOKEN,    /* in a token chunk-ext-val */
-    CK_EXT_QUOTED,   /* in a quoted-string chunk-ext-val */
-    CK_EXT_QPAIR,    /* after a backslash in a quoted-string */
-    CK_EXT_QUOTE_END,/* just after the closing quote */
-    CK_SIZE_LF,      /* CR ended the size line, LF must follow */
-    CK_DATA,         /* bytes_left data bytes to pass through */
-    CK_DATA_CR,      /* CRLF after the data */
+    CK_SIZE_START,    /* expecting the first HEXDIG of chunk-size */
+    CK_SIZE,          /* in chunk-size */
+    CK_EXT_BWS,       /* BWS, then only ";" may follow */
+    CK_EXT_NAME_BWS,  /* after ";": BWS then chunk-ext-name */
+    CK_EXT_NAME,      /* in chunk-ext-name */
+    CK_EXT_EQ_BWS,    /* BWS after a name: "=" or ";" follows */
+    CK_EXT_VAL_BWS,   /* after "=": BWS then token or quoted-string */
+    CK_EXT_TOKEN,     /* in a token chunk-ext-val */
+    CK_EXT_QUOTED,    /* in a quoted-string chunk-ext-val */
+    CK_EXT_QPAIR,     /* after a backslash in a quoted-string */
+    CK_EXT_QUOTE_END, /* just after the closing quote */
+    CK_SIZE_LF,       /* CR ended the size line, LF must follow */
+    CK_DATA,          /* bytes_left data bytes to pass through */
+    CK_DATA_CR,       /* CRLF after the data */
     CK_DATA_LF,
-    CK_TRAILER_START,/* start of a trailer line, or the final empty line */
+    CK_TRAILER_START, /* start of a trailer line, or the final empty line */
     CK_TRAILER_NAME,
     CK_TRAILER_VALUE,
     CK_TRAILER_LF,
-    CK_END_LF,       /* CR of the final empty line seen, LF must follow */
+    CK_END_LF, /* CR of the final empty line seen, LF must follow */
     CK_DONE,
 };
 
@@ -182,8 +182,7 @@ static int step(struct http_chunked *d, unsigned char c)
     return -1;
 }
 
-ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len,
-                            enum http_error *err)
+ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len, enum http_error *err)
 {
     size_t in = 0, out = 0, n = *len;
     *err = HTTP_OK;

@@ -86,7 +86,8 @@ enum http_error {
     HTTP_ERR__COUNT
 };
 
-/* Limits applied while parsing; 0 means the built-in default. */
+/* Limits applied while parsing; 0 means the built-in default, and a NULL
+ * limits pointer means all defaults. */
 struct http_limits {
     size_t max_request_line; /* bytes, default 8192: over it the request gets 414 */
     size_t max_header_bytes; /* whole header section, default 16384: over it 431 */
@@ -190,8 +191,10 @@ void http_chunked_init(struct http_chunked *d);
  *        been left where they were: at buf[value..original len) -- the caller
  *        must treat them as unread, they are NOT moved),
  *   HTTP_INCOMPLETE  all input consumed, more needed,
- *   -2   malformed; *err says why.
- * Chunk extensions are ignored; trailer fields are validated and dropped. */
+ *   -2   malformed; *err says why (HTTP_ERR_BAD_CHUNK, or HTTP_ERR_CHUNK_TOO_LARGE).
+ * Chunk extensions are ignored; trailer fields are validated and dropped.
+ * Once a message is complete, further calls fail (HTTP_ERR_BAD_CHUNK) until
+ * http_chunked_init starts the next one. */
 ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len,
                             enum http_error *err);
 

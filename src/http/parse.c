@@ -300,7 +300,7 @@ static enum http_error check_target(struct http_request *req)
     if (req->method_id == HTTP_METHOD_CONNECT)
         return valid_host_port(t, n, true) ? HTTP_OK : HTTP_ERR_BAD_TARGET;
     if (t[0] == '/')
-        return HTTP_OK; /* 3.2.1 origin-form */
+        return HTTP_OK;        /* 3.2.1 origin-form */
     if (n == 1 && t[0] == '*') /* 3.2.4 asterisk-form: OPTIONS only */
         return req->method_id == HTTP_METHOD_OPTIONS ? HTTP_OK : HTTP_ERR_BAD_TARGET;
 
@@ -536,10 +536,10 @@ static int finish_request(struct http_request *req, int size, enum http_error *e
 int http_parse_request(const char *buf, size_t len, const struct http_limits *limits,
                        struct http_request *req, enum http_error *err)
 {
-    size_t max_line = limits && limits->max_request_line ? limits->max_request_line
-                                                         : DEFAULT_MAX_REQUEST_LINE;
-    size_t max_bytes = limits && limits->max_header_bytes ? limits->max_header_bytes
-                                                          : DEFAULT_MAX_HEADER_BYTES;
+    size_t max_line =
+        limits && limits->max_request_line ? limits->max_request_line : DEFAULT_MAX_REQUEST_LINE;
+    size_t max_bytes =
+        limits && limits->max_header_bytes ? limits->max_header_bytes : DEFAULT_MAX_HEADER_BYTES;
     if (max_bytes > INT_MAX)
         max_bytes = INT_MAX;
     if (max_line > INT_MAX)
@@ -606,7 +606,7 @@ int http_parse_request(const char *buf, size_t len, const struct http_limits *li
     if (le - v != 8 || memcmp(v, "HTTP/", 5) != 0 || !http_is((unsigned char)v[5], HTTP_C_DIGIT) ||
         v[6] != '.' || !http_is((unsigned char)v[7], HTTP_C_DIGIT))
         return fail(err, memchr(v, '\r', (size_t)(le - v)) ? HTTP_ERR_BARE_CR
-                                                            : HTTP_ERR_BAD_REQUEST_LINE);
+                                                           : HTTP_ERR_BAD_REQUEST_LINE);
     if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
         return fail(err, HTTP_ERR_BAD_VERSION);
     req->minor_version = v[7] - '0';

@@ -218,19 +218,42 @@ bool http_list_has_token(const char *value, size_t len, const char *token)
     return false;
 }
 
-bool http_is_hop_by_hop(const struct http_header *h, const struct http_header *headers,
-                        size_t n)
+/* Case-insensitive compare of a header name with a lowercase literal. */
+static bool name_eq(const struct http_header *h, const char *lower, size_t n)
 {
-    /* RFC 9110 7.6.1 lists Connection, Proxy-Connection, Keep-Alive, TE,
-     * Transfer-Encoding and Upgrade; Trailer only makes sense hop by hop too,
-     * since we re-chunk or de-chunk bodies. */
-    static const char *const fixed[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                        "trailer",    "transfer-encoding", "upgrade"};
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-        if (http_name_is(h, fixed[i]))
+    return h->name_len == n && http_ieq(h->name, lower, n);
+}
+
+bool http_is_hop_by_hop(const struct http_header *h, const struct http_header *headers, size_t n)
+{
+    /* RFC 9110 7.6.1: Connection, Proxy-Connection, Keep-Alive, TE,
+     * Transfer-Encoding, Upgrade. Trailer too (hop-by-hop in RFC 2616
+     * 13.5.1): it describes a chunked body we may decode or re-chunk. The
+     * length picks the candidates, as this runs for every forwarded field. */
+    switch (h->name_len) {
+    case 2:
+        if (name_eq(h, "te", 2))
             return true;
+        break;
+    case 7:
+        if (name_eq(h, "trailer", 7) || name_eq(h, "upgrade", 7))
+            return true;
+        break;
+    case 10:
+        if (name_eq(h, "connection", 10) || name_eq(h, "keep-alive", 10))
+            return true;
+        break;
+    case 16:
+        if (name_eq(h, "proxy-connection", 16))
+            return true;
+        break;
+    case 17:
+        if (name_eq(h, "transfer-encoding", 17))
+            return true;
+        break;
+    }
     for (size_t i = 0; i < n; i++) {
-        if (!http_name_is(&headers[i], "connection"))
+        if (!name_eq(&headers[i], "connection", 10))
             continue;
         const char *pos = headers[i].value, *end = pos + headers[i].value_len, *elem;
         size_t elem_len;

@@ -53,8 +53,7 @@ static void check_request_prefixes(const char *msg, size_t n, const struct http_
     free(buf);
 }
 
-static int parse_req(const char *msg, size_t n, const struct http_limits *lim,
-                     enum http_error *err)
+static int parse_req(const char *msg, size_t n, const struct http_limits *lim, enum http_error *err)
 {
     int r = http_parse_request(hold(msg, n), n, lim, &req, err);
     check_request_prefixes(msg, n, lim, r, *err);
@@ -179,13 +178,13 @@ static void test_sets_known_method_ids(void **state)
         const char *name;
         enum http_method id;
     } cases[] = {
-        {"GET", HTTP_METHOD_GET},         {"HEAD", HTTP_METHOD_HEAD},
-        {"POST", HTTP_METHOD_POST},       {"PUT", HTTP_METHOD_PUT},
-        {"DELETE", HTTP_METHOD_DELETE},   {"OPTIONS", HTTP_METHOD_OPTIONS},
-        {"TRACE", HTTP_METHOD_TRACE},     {"PATCH", HTTP_METHOD_PATCH},
-        {"PROPFIND", HTTP_METHOD_OTHER},  {"M-SEARCH", HTTP_METHOD_OTHER},
-        {"get", HTTP_METHOD_OTHER},       {"Get", HTTP_METHOD_OTHER},
-        {"GETS", HTTP_METHOD_OTHER},      {"!#$%&'*+-.^_`|~", HTTP_METHOD_OTHER},
+        {"GET", HTTP_METHOD_GET},        {"HEAD", HTTP_METHOD_HEAD},
+        {"POST", HTTP_METHOD_POST},      {"PUT", HTTP_METHOD_PUT},
+        {"DELETE", HTTP_METHOD_DELETE},  {"OPTIONS", HTTP_METHOD_OPTIONS},
+        {"TRACE", HTTP_METHOD_TRACE},    {"PATCH", HTTP_METHOD_PATCH},
+        {"PROPFIND", HTTP_METHOD_OTHER}, {"M-SEARCH", HTTP_METHOD_OTHER},
+        {"get", HTTP_METHOD_OTHER},      {"Get", HTTP_METHOD_OTHER},
+        {"GETS", HTTP_METHOD_OTHER},     {"!#$%&'*+-.^_`|~", HTTP_METHOD_OTHER},
     };
     char msg[128];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -424,8 +423,7 @@ static void test_accepts_empty_value(void **state)
 static void test_rejects_ws_before_colon(void **state)
 {
     REQ_ERR("GET / HTTP/1.1\r\nHost : a\r\n\r\n", HTTP_ERR_WS_BEFORE_COLON);
-    REQ_ERR("GET / HTTP/1.1\r\nHost: a\r\nContent-Length\t: 5\r\n\r\n",
-            HTTP_ERR_WS_BEFORE_COLON);
+    REQ_ERR("GET / HTTP/1.1\r\nHost: a\r\nContent-Length\t: 5\r\n\r\n", HTTP_ERR_WS_BEFORE_COLON);
     REQ_ERR("GET / HTTP/1.1\r\nHost: a\r\nX \t : 5\r\n\r\n", HTTP_ERR_WS_BEFORE_COLON);
 }
 
@@ -568,7 +566,7 @@ static void test_rejects_long_request_line_before_it_ends(void **state)
 static void test_applies_custom_request_line_limit(void **state)
 {
     struct http_limits lim = {20, 0};
-    static const char ok[] = "GET /0123456 HTTP/1.1\r\nHost: a\r\n\r\n"; /* 21 bytes */
+    static const char ok[] = "GET /0123456 HTTP/1.1\r\nHost: a\r\n\r\n";  /* 21 bytes */
     static const char fits[] = "GET /012345 HTTP/1.1\r\nHost: a\r\n\r\n"; /* 20 bytes */
     req_err_n(ok, sizeof ok - 1, &lim, HTTP_ERR_REQUEST_LINE_TOO_LONG);
     req_ok_n(fits, sizeof fits - 1, &lim);
@@ -658,8 +656,8 @@ static void test_rejects_differing_content_lengths(void **state)
 
 static void test_rejects_malformed_content_length(void **state)
 {
-    static const char *const bad[] = {"-1", "+5", "5a", "0x10", "1.5", "", "5,", ",5",
-                                      "5,,5", "5 5", "1e3", "\xd9\xa5", "five"};
+    static const char *const bad[] = {"-1", "+5",   "5a",  "0x10", "1.5",      "",    "5,",
+                                      ",5", "5,,5", "5 5", "1e3",  "\xd9\xa5", "five"};
     char msg[128];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(msg, sizeof msg, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %s\r\n\r\n",
@@ -776,10 +774,22 @@ static void test_rejects_multiple_host(void **state)
 static void test_accepts_valid_host_values(void **state)
 {
     static const char *const good[] = {
-        "example.com", "example.com:8080", "EXAMPLE.COM:0", "127.0.0.1", "127.0.0.1:65535",
-        "[::1]", "[::1]:443", "[2001:db8::ff00:42:8329]", "[::ffff:192.0.2.1]:80",
-        "[v1.fe80::a+en1]", "a%20b.example", "xn--bcher-kva.example", "under_score",
-        "sub!$&'()*+,;=delims", "~x-y.z", "h:00080",
+        "example.com",
+        "example.com:8080",
+        "EXAMPLE.COM:0",
+        "127.0.0.1",
+        "127.0.0.1:65535",
+        "[::1]",
+        "[::1]:443",
+        "[2001:db8::ff00:42:8329]",
+        "[::ffff:192.0.2.1]:80",
+        "[v1.fe80::a+en1]",
+        "a%20b.example",
+        "xn--bcher-kva.example",
+        "under_score",
+        "sub!$&'()*+,;=delims",
+        "~x-y.z",
+        "h:00080",
     };
     char msg[256];
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
@@ -792,14 +802,36 @@ static void test_accepts_valid_host_values(void **state)
 static void test_rejects_invalid_host_values(void **state)
 {
     static const char *const bad[] = {
-        "",           ":80",        "example.com:",     "example.com:65536",
-        "a:123456",   "a:-1",       "a:8o",             "user@example.com",
-        "exa mple",   "a/b",        "a?b",              "a#b",
-        "a%2",        "a%zz",       "[::1",             "[::1]x",
-        "[::1]:",     "[]",         "[zz::1]",          "[1.2.3.4]",
-        "[v1.]",      "[v.x]",      "[fe80::1%25eth0]", "a:80:80",
-        "a\"b",       "a<b>",       "\xc3\xa9.example", "a\tb",
-        "a,b c",      "[::1]]",
+        "",
+        ":80",
+        "example.com:",
+        "example.com:65536",
+        "a:123456",
+        "a:-1",
+        "a:8o",
+        "user@example.com",
+        "exa mple",
+        "a/b",
+        "a?b",
+        "a#b",
+        "a%2",
+        "a%zz",
+        "[::1",
+        "[::1]x",
+        "[::1]:",
+        "[]",
+        "[zz::1]",
+        "[1.2.3.4]",
+        "[v1.]",
+        "[v.x]",
+        "[fe80::1%25eth0]",
+        "a:80:80",
+        "a\"b",
+        "a<b>",
+        "\xc3\xa9.example",
+        "a\tb",
+        "a,b c",
+        "[::1]]",
     };
     char msg[256];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -940,10 +972,10 @@ static void test_rejects_control_byte_in_reason(void **state)
 static void test_rejects_bad_status_code(void **state)
 {
     static const char *const bad[] = {
-        "HTTP/1.1 099 X\r\n\r\n",  "HTTP/1.1 600 X\r\n\r\n",  "HTTP/1.1 000\r\n\r\n",
-        "HTTP/1.1 20 OK\r\n\r\n",  "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1 abc OK\r\n\r\n",
-        "HTTP/1.1 2O0 OK\r\n\r\n", "HTTP/1.1 \r\n\r\n",        "HTTP/1.1 200OK\r\n\r\n",
-        "HTTP/1.1  200 OK\r\n\r\n", "HTTP/1.1 -20 OK\r\n\r\n", "HTTP/1.1 999\r\n\r\n",
+        "HTTP/1.1 099 X\r\n\r\n",   "HTTP/1.1 600 X\r\n\r\n",   "HTTP/1.1 000\r\n\r\n",
+        "HTTP/1.1 20 OK\r\n\r\n",   "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1 abc OK\r\n\r\n",
+        "HTTP/1.1 2O0 OK\r\n\r\n",  "HTTP/1.1 \r\n\r\n",        "HTTP/1.1 200OK\r\n\r\n",
+        "HTTP/1.1  200 OK\r\n\r\n", "HTTP/1.1 -20 OK\r\n\r\n",  "HTTP/1.1 999\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         RESP_ERR_S(bad[i], HTTP_ERR_BAD_STATUS);
@@ -969,10 +1001,8 @@ static void test_refuses_non_http_response_at_once(void **state)
     enum http_error e;
     assert_int_equal(http_parse_response("SSH-", 4, 0, HTTP_METHOD_GET, &resp, &e), -2);
     assert_int_equal(e, HTTP_ERR_BAD_REQUEST_LINE);
-    assert_int_equal(http_parse_response("HTT", 3, 0, HTTP_METHOD_GET, &resp, &e),
-                     HTTP_INCOMPLETE);
-    assert_int_equal(http_parse_response("", 0, 0, HTTP_METHOD_GET, &resp, &e),
-                     HTTP_INCOMPLETE);
+    assert_int_equal(http_parse_response("HTT", 3, 0, HTTP_METHOD_GET, &resp, &e), HTTP_INCOMPLETE);
+    assert_int_equal(http_parse_response("", 0, 0, HTTP_METHOD_GET, &resp, &e), HTTP_INCOMPLETE);
 }
 
 static void test_response_headers_follow_request_rules(void **state)
@@ -1184,7 +1214,7 @@ static void test_list_has_token(void **state)
 
 static void test_hop_by_hop_fixed_fields(void **state)
 {
-    static const char *const names[] = {"Connection", "keep-alive", "Proxy-Connection", "TE",
+    static const char *const names[] = {"Connection", "keep-alive",        "Proxy-Connection", "TE",
                                         "Trailer",    "Transfer-Encoding", "upgrade"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         struct http_header h = {names[i], strlen(names[i]), "", 0};
@@ -1235,9 +1265,9 @@ static void test_char_table_matches_rfc_definitions(void **state)
 /* ---- chunked ---- */
 
 struct decoded {
-    ssize_t result;        /* last return value */
+    ssize_t result; /* last return value */
     enum http_error err;
-    size_t consumed;       /* input bytes consumed when complete */
+    size_t consumed; /* input bytes consumed when complete */
     char data[4096];
     size_t data_len;
 };
@@ -1499,7 +1529,7 @@ static void test_chunked_rejects_bad_extensions(void **state)
 static void test_chunked_rejects_bad_size(void **state)
 {
     static const char *const bad[] = {
-        "\r\nabc\r\n0\r\n\r\n",  "-3\r\nabc\r\n0\r\n\r\n", "+3\r\nabc\r\n0\r\n\r\n",
+        "\r\nabc\r\n0\r\n\r\n",    "-3\r\nabc\r\n0\r\n\r\n", "+3\r\nabc\r\n0\r\n\r\n",
         "0x3\r\nabc\r\n0\r\n\r\n", " 3\r\nabc\r\n0\r\n\r\n", "3 \r\nabc\r\n0\r\n\r\n",
         "g\r\nabc\r\n0\r\n\r\n",   "3\rabc\r\n0\r\n\r\n",    "3\r\r\nabc\r\n0\r\n\r\n",
     };
@@ -1542,8 +1572,7 @@ static void test_chunked_accepts_lone_lf(void **state)
 
 static void test_chunked_validates_and_drops_trailers(void **state)
 {
-    CHUNKED_OK("3\r\nabc\r\n0\r\nExpires: never\r\nX-Sum: \t1 2\xff\t\r\nEmpty:\r\n\r\n",
-               "abc");
+    CHUNKED_OK("3\r\nabc\r\n0\r\nExpires: never\r\nX-Sum: \t1 2\xff\t\r\nEmpty:\r\n\r\n", "abc");
 }
 
 static void test_chunked_rejects_bad_trailers(void **state)
