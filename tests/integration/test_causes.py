@@ -29,7 +29,7 @@ def assert_generated(b, resp, status, error, server):
     assert rid and re.fullmatch(r"[0-9a-f]+", rid), resp.head
     assert error.encode() in resp.data and rid.encode() in resp.data
     assert resp.complete
-    b.wait_log(rf'" {status} \d+ .* upstream={re.escape(server)} upstream_status=- .* '
+    b.wait_log(rf'(?m)" {status} \d+ .* upstream={re.escape(server)} upstream_status=- .* '
                rf'error={error} rid={rid}$', what="access")
     b.wait_log(rf"{re.escape(server)} \(upstream \"app\"\).*cause={error}\b.*rid={rid}")
     return rid
@@ -41,7 +41,7 @@ def assert_aborted(b, resp, error, server, body_bytes=r"\d+"):
     assert resp.get("proxy-status") is None
     assert not resp.complete, "the client must not see a complete body"
     assert resp.eof
-    b.wait_log(rf'" 200 {body_bytes} .* upstream={re.escape(server)} upstream_status=200 .* '
+    b.wait_log(rf'(?m)" 200 {body_bytes} .* upstream={re.escape(server)} upstream_status=200 .* '
                rf'error={error} rid=\w+$', what="access")
     b.wait_log(rf"{re.escape(server)} \(upstream \"app\"\).*cause={error}\b")
 
@@ -194,7 +194,7 @@ def test_no_route_is_404_destination_not_found(bulwark, origin):
     assert resp.get("proxy-status") == "bulwark; error=destination_not_found"
     rid = resp.get("x-request-id")
     assert rid and b"destination_not_found" in resp.data
-    b.wait_log(rf'"GET /other HTTP/1.1" 404 \d+ .* upstream=- .* attempts=0 '
+    b.wait_log(rf'(?m)"GET /other HTTP/1.1" 404 \d+ .* upstream=- .* attempts=0 '
                rf'error=destination_not_found rid={rid}$', what="access")
     assert o.requests == []
     assert fetch(b.port, "/api/x").status == 200
