@@ -74,16 +74,6 @@ def test_sequential_requests_reuse_one_upstream_connection(bulwark, origin):
     assert_clean(b, 5)
 
 
-def test_pooled_connection_the_origin_closed_while_idle_is_replaced(bulwark, origin):
-    o = origin(answer_then_close())
-    b = bulwark(simple_config([o.addr]))
-    for i in range(20):
-        resp = fetch(b.port, f"/x?i={i}")
-        assert resp.status == 200 and resp.data == b"once", (i, resp.head)
-    assert len(o.requests) == 20
-    assert_clean(b, 20)
-
-
 def test_pooled_connection_dropped_when_reused_is_replaced_even_with_retries_0(bulwark, origin):
     # The keep-alive race: the origin closes the connection just as the proxy sends on it.
     # Replacing a stale pooled connection is not a retry, so retries: 0 does not stop it.
