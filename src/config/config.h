@@ -28,9 +28,23 @@ struct config_addr {
 
 struct config_server {
     char *name;        /* "host:port" as written (host may be a DNS name) */
-    struct config_addr addr; /* resolved at load */
+    struct config_addr addr; /* resolved at load; addr.len == 0 when the name did not
+                                resolve (a warning, not an error: requests to it fail
+                                with dns_error). addr.text is set either way. */
     int weight;        /* 1..1000, default 1 */
 };
+
+/* A custom error page: the whole file, read at load (at most
+ * CONFIG_MAX_ERROR_PAGE_BYTES: it must fit in one generated response). */
+struct config_error_page {
+    int status; /* 400..599 */
+    char *path;
+    char *body;
+    size_t len;
+};
+#define CONFIG_MAX_ERROR_PAGE_BYTES (32 * 1024)
+
+enum log_format { LOG_FORMAT_COMBINED = 0, LOG_FORMAT_JSON };
 
 struct config_upstream {
     char *name;
@@ -67,6 +81,7 @@ struct config {
     size_t num_listen;
     struct config_addr admin; /* admin.len == 0 when not configured */
     bool has_admin;
+    char *admin_token; /* NULL: no token; else "Authorization: Bearer <token>" is required */
 
     struct config_upstream *upstreams;
     size_t num_upstreams;
@@ -94,6 +109,18 @@ struct config {
     char *access_log;
     bool access_log_off;
     char *error_log;
+    enum log_format log_format; /* log.format, default combined */
+
+    /* errors: what generated error responses show, and how many are kept */
+    bool expose_details;      /* errors.expose_details, default false */
+    int error_ring_size;      /* errors.ring_size: GET /errors keeps this many, default 100 */
+    struct config_error_page *error_pages; /* errors.pages, read at load */
+    size_t num_error_pages;
+
+    /* Problems that do not stop the config from loading ("file:line:column:
+     * message"), e.g. a server name that does not resolve. Owned here. */
+    char **warnings;
+    size_t num_warnings;
 
     int refs; /* atomic; see config_ref */
 };
@@ -110,7 +137,8 @@ struct config_errors {
 
 /* Load and validate a config file. Returns a config with one reference, or
  * NULL with errs filled (at least one error). DNS names in servers and listen
- * are resolved here; a name that does not resolve is an error. */
+ * are resolved here; a listen or admin name that does not resolve is an
+ * error, a server name that does not resolve is a warning (cfg->warnings). */
 struct config *config_load(const char *path, struct config_errors *errs);
 
 /* The same from a string (for tests and fuzzing); name is used in messages. */

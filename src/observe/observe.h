@@ -109,6 +109,13 @@ int observe_configure(const struct config *cfg);
  * aborted response) in the ring served by GET /errors. */
 void observe_request(const struct request_record *rec);
 
+/* The access-log line for rec (with its newline) into out, at most cap
+ * bytes; returns the length. json false: the combined format followed by
+ * key=value evidence (upstream= upstream_status= connect= header=
+ * upstream_total= total= attempts= error= rid=); true: one JSON object with
+ * every evidence field. Client strings are escaped: always one line. */
+size_t observe_format_access(char *out, size_t cap, const struct request_record *rec, bool json);
+
 /* Shared per-server counters, created on first use and never freed, found
  * by group and server name so they survive reloads. Thread safe. Call when
  * building per-worker state, not per request. */
@@ -152,5 +159,24 @@ bool observe_request_id_valid(const char *p, size_t n);
  * Started once; observe_configure() applies a new token after reload.
  * Returns 0 or -errno (logged). */
 int observe_admin_start(const struct config *cfg);
+
+/* The Prometheus text (format 0.0.4) GET /metrics serves. Caller frees.
+ * NULL when out of memory. */
+char *observe_metrics_text(size_t *len);
+
+/* Probe every upstream server of cfg: DNS (a server whose name did not
+ * resolve at load is looked up again) and a TCP connect within its group's
+ * connect_timeout, all servers in parallel with non-blocking connects.
+ * log_only false: wait, print one line per server to stdout (failures with
+ * the cause sentence) and return how many are unreachable (bulwark check).
+ * log_only true: return 0 at once; a background thread probes and logs a
+ * warning per unreachable server (start and reload: never blocks start-up,
+ * the backend may come up later). -1 on a local failure. */
+int observe_probe_config(const struct config *cfg, bool log_only);
+
+/* bulwark status: GET /status from the admin listener at addr (with token
+ * when not NULL) and print it as a table to stdout. Returns an exit status:
+ * 0, or 1 when the admin listener cannot be reached or answers an error. */
+int observe_status_command(const char *addr, const char *token);
 
 #endif
