@@ -15,6 +15,9 @@
 struct session;
 struct request;
 
+/* Longest X-Request-Id taken from a client. */
+#define REQUEST_ID_MAX 128
+
 struct listener {
     struct io io;
     struct worker *w;
@@ -130,7 +133,7 @@ struct request {
      * that is reused while the body streams). */
     char logtext[1536];
     uint16_t method_len, target_len, referer_len, agent_len, host_len;
-    char rid[20];
+    char rid[REQUEST_ID_MAX + 1];
 
     /* client -> upstream */
     struct body req_body;

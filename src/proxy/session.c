@@ -475,7 +475,7 @@ static void respond_generated(struct request *r, int status, enum cause cause)
     char body[512];
     int blen = snprintf(body, sizeof(body), "%d %s\n%s\nrequest id: %s\n", status,
                         http_status_reason(status), ci->proxy_status, r->rid);
-    char head[1024];
+    char head[1280];
     int hlen = snprintf(head, sizeof(head),
                         "HTTP/1.1 %d %s\r\n"
                         "Server: bulwark\r\n"
@@ -717,7 +717,8 @@ static int build_upstream_request(struct request *r, const struct http_request *
         const struct http_header *h = &hr->headers[i];
         if (http_is_hop_by_hop(h, hr->headers, hr->num_headers))
             continue;
-        if (header_is(h, "Content-Length", 14) || header_is(h, "Expect", 6))
+        if (header_is(h, "Content-Length", 14) || header_is(h, "Expect", 6) ||
+            header_is(h, "X-Request-Id", 12))
             continue; /* framing is re-added below; 100-continue is ours to answer */
         if (cfg->x_forwarded_for && header_is(h, "X-Forwarded-For", 15)) {
             xff = h;
@@ -778,7 +779,7 @@ static int build_upstream_request(struct request *r, const struct http_request *
     } else if (hr->framing == HTTP_FRAMING_CHUNKED) {
         buf_append(b, "Transfer-Encoding: chunked\r\n", 28);
     }
-    n = snprintf(tmp, sizeof(tmp), "X-Request-Id: %s\r\n\r\n", r->rid);
+    n = snprintf(tmp, sizeof(tmp), "X-Request-Id: %.*s\r\n\r\n", REQUEST_ID_MAX, r->rid);
     if (buf_room(b) < (size_t)n)
         return -1;
     buf_append(b, tmp, (size_t)n);
@@ -793,6 +794,21 @@ static void new_request_id(struct request *r, struct worker *w)
     uint64_t seq = ++w->request_seq;
     snprintf(r->rid, sizeof(r->rid), "%02x%06x%08llx", (unsigned)w->id & 0xff,
              w->rid_salt & 0xffffff, (unsigned long long)(seq & 0xffffffffull));
+}
+
+/* A client's X-Request-Id is kept only if it cannot inject anything into
+ * headers or logs: 1-128 bytes of [A-Za-z0-9._:-]. */
+static bool request_id_valid(const char *p, size_t n)
+{
+    if (n == 0 || n > REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return false;
+    }
+    return true;
 }
 
 static void host_and_path(const struct http_request *hr, const char **path, size_t *path_len)
@@ -829,6 +845,11 @@ static void start_request(struct session *s, struct request *r, const struct htt
     r->client_keep_alive = hr->keep_alive;
     r->upgrade = hr->upgrade;
     request_log_text(r, hr);
+    const struct http_header *rid = http_find_header(hr->headers, hr->num_headers, "X-Request-Id");
+    if (rid && request_id_valid(rid->value, rid->value_len)) {
+        memcpy(r->rid, rid->value, rid->value_len);
+        r->rid[rid->value_len] = '\0';
+    }
 
     const char *path;
     size_t path_len;
@@ -924,6 +945,8 @@ static int build_client_response(struct request *r, const struct http_response *
         }
         if (header_is(h, "Content-Length", 14) && resp->framing == HTTP_FRAMING_LENGTH)
             continue; /* re-added below */
+        if (resp->status >= 200 && header_is(h, "X-Request-Id", 12))
+            continue; /* ours is the one the client and the logs know */
         if (buf_room(b) < h->name_len + h->value_len + 128)
             return -1;
         append_header(b, h);
@@ -938,6 +961,9 @@ static int build_client_response(struct request *r, const struct http_response *
         n = snprintf(tmp, sizeof(tmp), "Via: 1.%d bulwark\r\n", resp->minor_version);
         buf_append(b, tmp, (size_t)n);
     }
+    buf_append(b, "X-Request-Id: ", 14);
+    buf_append(b, r->rid, strlen(r->rid));
+    buf_append(b, "\r\n", 2);
     if (resp->framing == HTTP_FRAMING_LENGTH) {
         n = snprintf(tmp, sizeof(tmp), "Content-Length: %llu\r\n",
                      (unsigned long long)resp->content_length);
@@ -1118,8 +1144,14 @@ static bool drive_upstream(struct request *r)
             progress = true;
         }
         if (buf_len(&s->in) == 0 && r->req_body.framing != HTTP_FRAMING_NONE) {
-            if (!s->readable || s->eof)
+            if (s->eof)
                 break;
+            if (!s->readable) {
+                /* waiting for the client's next body bytes */
+                if (!r->tunnel && !timer_armed(&s->timer))
+                    loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
+                break;
+            }
             if (buf_acquire(&s->in) < 0) {
                 session_close(s);
                 return true;
