@@ -12,7 +12,7 @@
 
 #include "config/config.h"
 
-/* The most keys any one mapping in the schema knows (top level has 10). */
+/* The most keys any one mapping in the schema knows (top level has 11). */
 #define CFG_MAX_KEYS 16
 
 struct cfg_pending_error {
@@ -41,6 +41,12 @@ enum cfg_parse cfg_parse_int(const char *s, long long *out);
 
 bool cfg_dns_enabled(void);
 
+/* config_parse_addr, telling a name that does not resolve apart: then, when
+ * dns_why is not NULL, it gets the resolver's reason (non-empty), out->text
+ * is set and out->len stays 0. dns_why is left alone for other errors. */
+int cfg_parse_addr(const char *s, bool resolve, struct config_addr *out, char *why,
+                   size_t why_len, char *dns_why, size_t dns_why_len);
+
 /* A user string ready for a message: in double quotes, control characters
  * escaped, cut at 60 bytes. Use as cfg_quote(s).s inside one expression. */
 struct cfg_quoted {
@@ -58,6 +64,11 @@ void cfg_error(struct cfg_ctx *ctx, const yaml_node_t *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void cfg_error_at(struct cfg_ctx *ctx, int line, int column, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* A problem that does not stop loading: "file:line:column: message" is
+ * appended to cfg->warnings (in discovery order). */
+void cfg_warning(struct cfg_ctx *ctx, const yaml_node_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Allocation wrappers that record out of memory in ctx. */
 void *cfg_calloc(struct cfg_ctx *ctx, size_t n, size_t size);
@@ -92,6 +103,11 @@ bool cfg_get_bool(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, bo
 /* allow_any: "*:port" and ":port" accepted (listening), else refused. */
 bool cfg_get_addr(struct cfg_ctx *ctx, const yaml_node_t *n, const char *what, bool allow_any,
                   struct config_addr *out);
+/* An upstream server's address: like cfg_get_addr, but a name that does not
+ * resolve is a warning and true, with out->len == 0 (the proxy answers
+ * dns_error for it; the name may resolve later, or only on some hosts). */
+bool cfg_get_server_addr(struct cfg_ctx *ctx, const yaml_node_t *n, const char *what,
+                         struct config_addr *out);
 
 /* Sections, each in its own file. */
 void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n);

@@ -1,10 +1,13 @@
 /* Loading a config: the entry points, the top level and its small sections
- * (listen, client, forwarded, log), error hand-over and reference counting. */
+ * (listen, admin, client, forwarded, log, errors), error hand-over and
+ * reference counting. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +26,7 @@ enum top_key {
     TOP_CLIENT,
     TOP_FORWARDED,
     TOP_LOG,
+    TOP_ERRORS,
     TOP_UPSTREAMS,
     TOP_ROUTES,
     NUM_TOP_KEYS
@@ -38,6 +42,7 @@ static const char *const top_keys[NUM_TOP_KEYS] = {
     [TOP_CLIENT] = "client",
     [TOP_FORWARDED] = "forwarded",
     [TOP_LOG] = "log",
+    [TOP_ERRORS] = "errors",
     [TOP_UPSTREAMS] = "upstreams",
     [TOP_ROUTES] = "routes",
 };
@@ -61,6 +66,8 @@ static void set_defaults(struct config *cfg)
     cfg->x_forwarded_proto = true;
     cfg->x_forwarded_host = true;
     cfg->via = true;
+    cfg->log_format = LOG_FORMAT_COMBINED;
+    cfg->error_ring_size = 100;
 }
 
 static void load_listen(struct cfg_ctx *ctx, const yaml_node_t *n)
@@ -177,12 +184,14 @@ static void load_forwarded(struct cfg_ctx *ctx, const yaml_node_t *n)
 
 static void load_log(struct cfg_ctx *ctx, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"access", "error"};
+    static const char *const keys[] = {"access", "error", "format"};
+    static const char *const formats[] = {[LOG_FORMAT_COMBINED] = "combined",
+                                          [LOG_FORMAT_JSON] = "json"};
     struct config *cfg = ctx->cfg;
-    yaml_node_t *v[2];
+    yaml_node_t *v[3];
     const char *s;
 
-    if (!cfg_fields(ctx, n, "log", keys, 2, v))
+    if (!cfg_fields(ctx, n, "log", keys, 3, v))
         return;
     if (v[0] && (s = cfg_scalar(ctx, v[0], "access", "a file path, \"stderr\" or \"off\""))) {
         if (!*s)
@@ -200,6 +209,174 @@ static void load_log(struct cfg_ctx *ctx, const yaml_node_t *n)
         else if (strcmp(s, "stderr") != 0)
             cfg->error_log = cfg_strdup(ctx, s);
     }
+    if (v[2] && (s = cfg_scalar(ctx, v[2], "format", "combined or json"))) {
+        size_t i;
+        for (i = 0; i < 2 && strcmp(s, formats[i]) != 0; i++)
+            ;
+        if (i < 2) {
+            cfg->log_format = (enum log_format)i;
+        } else {
+            const char *hint = cfg_suggest(s, formats, 2);
+            cfg_error(ctx, v[2], "unknown log format %s: expected combined or json%s%s%s",
+                      cfg_quote(s).s, hint ? " (did you mean \"" : "", hint ? hint : "",
+                      hint ? "\"?)" : "");
+        }
+    }
+}
+
+static bool is_loopback(const struct config_addr *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr) >> 24) == 127;
+    if (a->ss.ss_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+    return false;
+}
+
+/* admin: "127.0.0.1:9901", or {address: "127.0.0.1:9901", token: "secret"}. */
+static void load_admin(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"address", "token"};
+    struct config *cfg = ctx->cfg;
+    const yaml_node_t *address = n;
+    yaml_node_t *v[2] = {NULL, NULL};
+
+    if (n->type == YAML_MAPPING_NODE) {
+        cfg_fields(ctx, n, "admin", keys, 2, v);
+        if (!v[0]) {
+            cfg_error(ctx, n, "missing required key \"address\" in admin");
+            return;
+        }
+        address = v[0];
+    } else if (n->type != YAML_SCALAR_NODE) {
+        cfg_error(ctx, n,
+                  "admin: expected an address or a mapping with address and token, got %s",
+                  cfg_describe(n).s);
+        return;
+    }
+    if (v[1]) {
+        const char *t = cfg_scalar(ctx, v[1], "token", "a string of visible characters");
+        bool ok = t && *t;
+        /* It travels in a header: no spaces, controls or non-ASCII. */
+        for (const char *p = t; ok && *p; p++)
+            ok = *p > 0x20 && *p < 0x7f;
+        if (t && !ok)
+            cfg_error(ctx, v[1],
+                      "token: expected a string of visible ASCII characters without spaces");
+        else if (t)
+            cfg->admin_token = cfg_strdup(ctx, t);
+    }
+    cfg->has_admin = cfg_get_addr(ctx, address, "admin", true, &cfg->admin);
+    if (cfg->has_admin && !cfg->admin_token && !is_loopback(&cfg->admin))
+        cfg_warning(ctx, address,
+                    "admin listens on %s, not a loopback address, without a token: anyone who "
+                    "can reach it can read /status and /errors; set admin.token",
+                    cfg_quote(cfg->admin.text).s);
+}
+
+/* Resolve a page path relative to the config file's directory. */
+static void page_path(const struct cfg_ctx *ctx, const char *path, char *out, size_t cap)
+{
+    const char *slash = strrchr(ctx->name, '/');
+    if (path[0] == '/' || !slash)
+        snprintf(out, cap, "%s", path);
+    else
+        snprintf(out, cap, "%.*s/%s", (int)(slash - ctx->name), ctx->name, path);
+}
+
+static void load_page(struct cfg_ctx *ctx, struct config_error_page *page, const yaml_node_t *n)
+{
+    char full[4096];
+    const char *path = cfg_scalar(ctx, n, "error page", "a file path");
+    struct stat st;
+    int fd;
+
+    if (!path)
+        return;
+    page_path(ctx, path, full, sizeof(full));
+    /* O_NONBLOCK: a FIFO named by mistake must not hang the load. */
+    fd = open(full, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        cfg_error(ctx, n, "cannot read error page %s: %s", cfg_quote(full).s, strerror(errno));
+        return;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        cfg_error(ctx, n, "cannot read error page %s: not a regular file", cfg_quote(full).s);
+        close(fd);
+        return;
+    }
+    if (st.st_size > CONFIG_MAX_ERROR_PAGE_BYTES) {
+        cfg_error(ctx, n, "error page %s is %lld bytes: at most %d", cfg_quote(full).s,
+                  (long long)st.st_size, CONFIG_MAX_ERROR_PAGE_BYTES);
+        close(fd);
+        return;
+    }
+    page->body = cfg_calloc(ctx, 1, (size_t)st.st_size + 1);
+    page->path = cfg_strdup(ctx, full);
+    size_t len = 0;
+    while (page->body && len < (size_t)st.st_size) {
+        ssize_t got = read(fd, page->body + len, (size_t)st.st_size - len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            cfg_error(ctx, n, "cannot read error page %s: %s", cfg_quote(full).s,
+                      strerror(errno));
+            break;
+        }
+        if (got == 0)
+            break;
+        len += (size_t)got;
+    }
+    page->len = len;
+    close(fd);
+}
+
+static void load_pages(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    struct config *cfg = ctx->cfg;
+    size_t count;
+
+    if (n->type != YAML_MAPPING_NODE) {
+        cfg_error(ctx, n, "pages: expected a mapping of status codes to files, got %s",
+                  cfg_describe(n).s);
+        return;
+    }
+    count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    cfg->error_pages = cfg_calloc(ctx, count, sizeof(*cfg->error_pages));
+    if (!cfg->error_pages)
+        return;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = cfg_node(ctx, p->key);
+        int status = 0;
+        size_t i;
+
+        if (!k || !cfg_get_int(ctx, k, "error page status", 400, 599, &status))
+            continue;
+        for (i = 0; i < cfg->num_error_pages && cfg->error_pages[i].status != status; i++)
+            ;
+        if (i < cfg->num_error_pages) {
+            cfg_error(ctx, k, "duplicate key \"%d\" in pages", status);
+            continue;
+        }
+        struct config_error_page *page = &cfg->error_pages[cfg->num_error_pages++];
+        page->status = status;
+        load_page(ctx, page, cfg_node(ctx, p->value));
+    }
+}
+
+static void load_errors(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"expose_details", "ring_size", "pages"};
+    struct config *cfg = ctx->cfg;
+    yaml_node_t *v[3];
+
+    if (!cfg_fields(ctx, n, "errors", keys, 3, v))
+        return;
+    cfg_get_bool(ctx, v[0], keys[0], &cfg->expose_details);
+    /* Each kept error is ~1-2 KiB of JSON: 100000 bounds it near 200 MiB. */
+    cfg_get_int(ctx, v[1], keys[1], 1, 100000, &cfg->error_ring_size);
+    if (v[2])
+        load_pages(ctx, v[2]);
 }
 
 static void load_top(struct cfg_ctx *ctx, const yaml_node_t *root)
@@ -223,7 +400,7 @@ static void load_top(struct cfg_ctx *ctx, const yaml_node_t *root)
     if (v[TOP_LISTEN])
         load_listen(ctx, v[TOP_LISTEN]);
     if (v[TOP_ADMIN])
-        cfg->has_admin = cfg_get_addr(ctx, v[TOP_ADMIN], "admin", true, &cfg->admin);
+        load_admin(ctx, v[TOP_ADMIN]);
     cfg_get_duration(ctx, v[TOP_SHUTDOWN_TIMEOUT], "shutdown_timeout", &cfg->shutdown_timeout_ms);
     cfg_get_duration(ctx, v[TOP_TUNNEL_TIMEOUT], "tunnel_timeout", &cfg->tunnel_timeout_ms);
     /* client before routes: its max_body_size is the routes' default. */
@@ -233,6 +410,8 @@ static void load_top(struct cfg_ctx *ctx, const yaml_node_t *root)
         load_forwarded(ctx, v[TOP_FORWARDED]);
     if (v[TOP_LOG])
         load_log(ctx, v[TOP_LOG]);
+    if (v[TOP_ERRORS])
+        load_errors(ctx, v[TOP_ERRORS]);
     /* upstreams before routes: routes point into them. */
     if (v[TOP_UPSTREAMS])
         cfg_load_upstreams(ctx, v[TOP_UPSTREAMS]);
@@ -469,6 +648,15 @@ void cfg_free(struct config *cfg)
     free(cfg->listen);
     free(cfg->access_log);
     free(cfg->error_log);
+    free(cfg->admin_token);
+    for (size_t i = 0; i < cfg->num_error_pages; i++) {
+        free(cfg->error_pages[i].path);
+        free(cfg->error_pages[i].body);
+    }
+    free(cfg->error_pages);
+    for (size_t i = 0; i < cfg->num_warnings; i++)
+        free(cfg->warnings[i]);
+    free(cfg->warnings);
     free(cfg->path);
     free(cfg);
 }

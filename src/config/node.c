@@ -59,6 +59,31 @@ void cfg_error(struct cfg_ctx *ctx, const yaml_node_t *at, const char *fmt, ...)
     va_end(ap);
 }
 
+void cfg_warning(struct cfg_ctx *ctx, const yaml_node_t *at, const char *fmt, ...)
+{
+    struct config *cfg = ctx->cfg;
+    char msg[1024], *text, **grown;
+    int line = at ? (int)at->start_mark.line + 1 : 1;
+    int column = at ? (int)at->start_mark.column + 1 : 1;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (asprintf(&text, "%s:%d:%d: %s", ctx->name, line, column, msg) < 0) {
+        ctx->out_of_memory = true;
+        return;
+    }
+    grown = realloc(cfg->warnings, (cfg->num_warnings + 1) * sizeof(*grown));
+    if (!grown) {
+        free(text);
+        ctx->out_of_memory = true;
+        return;
+    }
+    cfg->warnings = grown;
+    cfg->warnings[cfg->num_warnings++] = text;
+}
+
 void *cfg_calloc(struct cfg_ctx *ctx, size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size);
@@ -380,4 +405,33 @@ bool cfg_get_addr(struct cfg_ctx *ctx, const yaml_node_t *n, const char *what, b
         return false;
     }
     return true;
+}
+
+bool cfg_get_server_addr(struct cfg_ctx *ctx, const yaml_node_t *n, const char *what,
+                         struct config_addr *out)
+{
+    char why[512], dns_why[256] = "";
+    const char *s = cfg_scalar(ctx, n, what, "an address (e.g. 127.0.0.1:8080)");
+
+    if (!s)
+        return false;
+    if (s[0] == ':' || strncmp(s, "*:", 2) == 0) {
+        cfg_error(ctx, n,
+                  "bad address %s for %s: a missing host or \"*\" means any address, which "
+                  "only listen and admin accept",
+                  cfg_quote(s).s, what);
+        return false;
+    }
+    if (cfg_parse_addr(s, true, out, why, sizeof(why), dns_why, sizeof(dns_why)) == 0)
+        return true;
+    if (dns_why[0]) {
+        char host[256];
+        const char *colon = strrchr(s, ':');
+        snprintf(host, sizeof(host), "%.*s", (int)(colon ? colon - s : (long)strlen(s)), s);
+        cfg_warning(ctx, n, "host %s does not resolve: %s; requests to it will fail with dns_error",
+                    cfg_quote(host).s, dns_why);
+        return true;
+    }
+    cfg_error(ctx, n, "bad address %s for %s: %s", cfg_quote(s).s, what, why);
+    return false;
 }

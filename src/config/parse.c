@@ -149,6 +149,8 @@ static bool looks_numeric_v4(const char *host)
 
 /* getaddrinfo for a name: the first IPv4 address if there is one, because
  * "localhost" meaning ::1 surprises backends that listen on 127.0.0.1 only. */
+/* Resolves host into out. On failure why holds only the resolver's reason
+ * (the caller says which host). */
 static int resolve_host(const char *host, struct config_addr *out, char *why, size_t why_len)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -156,8 +158,7 @@ static int resolve_host(const char *host, struct config_addr *out, char *why, si
     int rc = getaddrinfo(host, NULL, &hints, &res);
 
     if (rc != 0) {
-        snprintf(why, why_len, "cannot resolve host %s: %s", cfg_quote(host).s,
-                 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        snprintf(why, why_len, "%s", rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
         return -1;
     }
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
@@ -169,7 +170,7 @@ static int resolve_host(const char *host, struct config_addr *out, char *why, si
             pick = ai;
     }
     if (!pick || pick->ai_addrlen > sizeof(out->ss)) {
-        snprintf(why, why_len, "host %s has no IPv4 or IPv6 address", cfg_quote(host).s);
+        snprintf(why, why_len, "no IPv4 or IPv6 address");
         freeaddrinfo(res);
         return -1;
     }
@@ -181,6 +182,12 @@ static int resolve_host(const char *host, struct config_addr *out, char *why, si
 
 int config_parse_addr(const char *s, bool resolve, struct config_addr *out, char *why,
                       size_t why_len)
+{
+    return cfg_parse_addr(s, resolve, out, why, why_len, NULL, 0);
+}
+
+int cfg_parse_addr(const char *s, bool resolve, struct config_addr *out, char *why,
+                   size_t why_len, char *dns_why, size_t dns_why_len)
 {
     const char *host, *port_text;
     size_t host_len;
@@ -285,8 +292,21 @@ int config_parse_addr(const char *s, bool resolve, struct config_addr *out, char
                          cfg_quote(hostbuf).s);
                 return -1;
             }
-            if (resolve_host(hostbuf, out, why, why_len) < 0)
+            char reason[256];
+            if (resolve_host(hostbuf, out, reason, sizeof(reason)) < 0) {
+                if (strcmp(reason, "no IPv4 or IPv6 address") == 0)
+                    snprintf(why, why_len, "host %s has no IPv4 or IPv6 address",
+                             cfg_quote(hostbuf).s);
+                else
+                    snprintf(why, why_len, "cannot resolve host %s: %s", cfg_quote(hostbuf).s,
+                             reason);
+                if (dns_why) {
+                    snprintf(dns_why, dns_why_len, "%s", reason);
+                    /* Kept with len 0: the caller may go on with the name. */
+                    snprintf(out->text, sizeof(out->text), "%s", s);
+                }
                 return -1;
+            }
         }
     }
 

@@ -74,7 +74,7 @@ static void load_server(struct cfg_ctx *ctx, struct config_upstream *up, const c
         weight_ok = cfg_get_int(ctx, v[1], "weight", 1, 1000, &weight);
     }
     snprintf(what, sizeof(what), "servers of %s", where);
-    if (!cfg_get_addr(ctx, address, what, false, &srv->addr) || !weight_ok)
+    if (!cfg_get_server_addr(ctx, address, what, &srv->addr) || !weight_ok)
         return;
     srv->name = cfg_strdup(ctx, (const char *)address->data.scalar.value);
     srv->weight = weight;

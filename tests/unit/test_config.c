@@ -396,20 +396,230 @@ static void test_dns_disabled_makes_names_an_error(void **state)
     config_set_dns(true);
 }
 
-static void test_unresolvable_host_names_host_and_reason(void **state)
+static void test_unresolvable_server_is_a_warning_not_an_error(void **state)
+{
+    /* The name may resolve later (or only where the proxy runs): the server
+     * is kept unresolved and its requests fail with dns_error. */
+    const char *prefix = "bulwark.yaml:4:15: host \"no-such-host.invalid\" does not resolve: ";
+    const char *suffix = "; requests to it will fail with dns_error";
+    struct config *cfg = load_ok(LISTEN "upstreams:\n"
+                                        "  app:\n"
+                                        "    servers: [\"no-such-host.invalid:80\"]\n" ROUTES);
+    const struct config_server *s = &cfg->upstreams[0].servers[0];
+
+    assert_int_equal(cfg->upstreams[0].num_servers, 1);
+    assert_string_equal(s->name, "no-such-host.invalid:80");
+    assert_string_equal(s->addr.text, "no-such-host.invalid:80");
+    assert_int_equal(s->addr.len, 0);
+    assert_int_equal(cfg->num_warnings, 1);
+    const char *w = cfg->warnings[0];
+    assert_memory_equal(w, prefix, strlen(prefix));
+    assert_true(strlen(w) > strlen(prefix) + strlen(suffix));
+    assert_string_equal(w + strlen(w) - strlen(suffix), suffix);
+    config_unref(cfg);
+}
+
+static void test_unresolvable_listen_address_stays_an_error(void **state)
 {
     struct config_errors errs;
-    const char *prefix = "bulwark.yaml:4:15: bad address \"no-such-host.invalid:80\" for servers "
-                         "of upstream \"app\": cannot resolve host \"no-such-host.invalid\": ";
-    struct config *cfg = load(LISTEN "upstreams:\n"
-                                     "  app:\n"
-                                     "    servers: [\"no-such-host.invalid:80\"]\n" ROUTES,
-                              &errs);
+    const char *prefix = "bulwark.yaml:1:10: bad address \"no-such-host.invalid:80\" for listen: "
+                         "cannot resolve host \"no-such-host.invalid\": ";
+    struct config *cfg = load("listen: [\"no-such-host.invalid:80\"]\n" UPSTREAMS ROUTES, &errs);
     assert_null(cfg);
     assert_int_equal(errs.count, 1);
     assert_memory_equal(errs.items[0].text, prefix, strlen(prefix));
-    assert_true(strlen(errs.items[0].text) > strlen(prefix));
     config_errors_free(&errs);
+}
+
+static void test_unresolvable_admin_address_stays_an_error(void **state)
+{
+    struct config_errors errs;
+    const char *prefix = "bulwark.yaml:2:8: bad address \"no-such-host.invalid:80\" for admin: ";
+    struct config *cfg =
+        load(LISTEN "admin: \"no-such-host.invalid:80\"\n" UPSTREAMS ROUTES, &errs);
+    assert_null(cfg);
+    assert_int_equal(errs.count, 1);
+    assert_memory_equal(errs.items[0].text, prefix, strlen(prefix));
+    config_errors_free(&errs);
+}
+
+static void test_resolved_config_has_no_warnings(void **state)
+{
+    struct config *cfg = load_ok(LISTEN UPSTREAMS ROUTES);
+    assert_int_equal(cfg->num_warnings, 0);
+    assert_null(cfg->warnings);
+    config_unref(cfg);
+}
+
+static void test_admin_as_a_string_has_no_token(void **state)
+{
+    struct config *cfg = load_ok(LISTEN "admin: \"127.0.0.1:9901\"\n" UPSTREAMS ROUTES);
+    assert_true(cfg->has_admin);
+    assert_string_equal(cfg->admin.text, "127.0.0.1:9901");
+    assert_null(cfg->admin_token);
+    config_unref(cfg);
+}
+
+static void test_admin_mapping_with_address_and_token(void **state)
+{
+    struct config *cfg = load_ok(LISTEN "admin: {address: \"127.0.0.1:9902\", token: s3cr3t}\n"
+                                        UPSTREAMS ROUTES);
+    assert_true(cfg->has_admin);
+    assert_string_equal(cfg->admin.text, "127.0.0.1:9902");
+    assert_int_equal(addr_port(&cfg->admin), 9902);
+    assert_string_equal(cfg->admin_token, "s3cr3t");
+    assert_int_equal(cfg->num_warnings, 0);
+    config_unref(cfg);
+}
+
+static void test_admin_mapping_needs_address(void **state)
+{
+    assert_only_error(LISTEN "admin: {token: x}\n" UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:8: missing required key \"address\" in admin");
+}
+
+static void test_admin_unknown_key_suggests(void **state)
+{
+    assert_only_error(LISTEN "admin: {address: \"127.0.0.1:9901\", tokn: x}\n" UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:36: unknown key \"tokn\" in admin (did you mean \"token\"?)");
+}
+
+static void test_admin_token_with_space_is_an_error(void **state)
+{
+    assert_only_error(LISTEN "admin: {address: \"127.0.0.1:9901\", token: \"a b\"}\n" UPSTREAMS
+                          ROUTES,
+                      "bulwark.yaml:2:43: token: expected a string of visible ASCII characters "
+                      "without spaces");
+}
+
+static void test_admin_list_is_wrong_type(void **state)
+{
+    assert_only_error(LISTEN "admin: [\"127.0.0.1:9901\"]\n" UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:8: admin: expected an address or a mapping with address "
+                      "and token, got a list");
+}
+
+static void test_public_admin_without_token_is_a_warning(void **state)
+{
+    struct config *cfg = load_ok(LISTEN "admin: \"0.0.0.0:9901\"\n" UPSTREAMS ROUTES);
+    assert_int_equal(cfg->num_warnings, 1);
+    assert_non_null(strstr(cfg->warnings[0], "bulwark.yaml:2:8: admin listens on \"0.0.0.0:9901\""));
+    config_unref(cfg);
+}
+
+static void test_errors_defaults(void **state)
+{
+    struct config *cfg = load_ok(LISTEN UPSTREAMS ROUTES);
+    assert_false(cfg->expose_details);
+    assert_int_equal(cfg->error_ring_size, 100);
+    assert_int_equal(cfg->num_error_pages, 0);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_COMBINED);
+    config_unref(cfg);
+}
+
+static void test_errors_section_with_pages(void **state)
+{
+    char dir[] = "/tmp/test_config_pages_XXXXXX";
+    char path[256], yaml[1024];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/502.html", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("<h1>down {{request_id}}</h1>", f);
+    fclose(f);
+    snprintf(yaml, sizeof(yaml),
+             LISTEN "errors:\n  expose_details: true\n  ring_size: 7\n  pages:\n"
+                    "    502: %s\n" UPSTREAMS ROUTES,
+             path);
+    struct config *cfg = load_ok(yaml);
+    assert_true(cfg->expose_details);
+    assert_int_equal(cfg->error_ring_size, 7);
+    assert_int_equal(cfg->num_error_pages, 1);
+    assert_int_equal(cfg->error_pages[0].status, 502);
+    assert_string_equal(cfg->error_pages[0].body, "<h1>down {{request_id}}</h1>");
+    assert_int_equal(cfg->error_pages[0].len, strlen("<h1>down {{request_id}}</h1>"));
+    config_unref(cfg);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_error_page_relative_to_the_config_file(void **state)
+{
+    char dir[] = "/tmp/test_config_pages_XXXXXX";
+    char path[256], cfgpath[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/503.html", dir);
+    snprintf(cfgpath, sizeof(cfgpath), "%s/bulwark.yaml", dir);
+    FILE *f = fopen(path, "w");
+    fputs("busy", f);
+    fclose(f);
+    f = fopen(cfgpath, "w");
+    fputs(LISTEN "errors: {pages: {503: 503.html}}\n" UPSTREAMS ROUTES, f);
+    fclose(f);
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(cfgpath, &errs);
+    if (!cfg)
+        print_errors(&errs);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->error_pages[0].body, "busy");
+    assert_string_equal(cfg->error_pages[0].path, path);
+    config_unref(cfg);
+    config_errors_free(&errs);
+    unlink(path);
+    unlink(cfgpath);
+    rmdir(dir);
+}
+
+static void test_unreadable_error_page_is_an_error(void **state)
+{
+    assert_only_error(LISTEN "errors:\n  pages:\n    502: /nonexistent/page.html\n" UPSTREAMS
+                          ROUTES,
+                      "bulwark.yaml:4:10: cannot read error page \"/nonexistent/page.html\": "
+                      "No such file or directory");
+}
+
+static void test_error_page_status_out_of_range(void **state)
+{
+    assert_only_error(LISTEN "errors:\n  pages:\n    302: /etc/hostname\n" UPSTREAMS ROUTES,
+                      "bulwark.yaml:4:5: error page status 302 out of range 400-599");
+}
+
+static void test_error_page_must_be_a_regular_file(void **state)
+{
+    assert_only_error(LISTEN "errors:\n  pages:\n    502: /tmp\n" UPSTREAMS ROUTES,
+                      "bulwark.yaml:4:10: cannot read error page \"/tmp\": not a regular file");
+}
+
+static void test_ring_size_out_of_range(void **state)
+{
+    assert_only_error(LISTEN "errors: {ring_size: 0}\n" UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:21: ring_size 0 out of range 1-100000");
+    assert_only_error(LISTEN "errors: {ring_size: 100001}\n" UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:21: ring_size 100001 out of range 1-100000");
+}
+
+static void test_errors_unknown_key_suggests(void **state)
+{
+    assert_only_error(LISTEN "errors: {expose_detail: true}\n" UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:10: unknown key \"expose_detail\" in errors (did you mean "
+                      "\"expose_details\"?)");
+}
+
+static void test_log_format_json(void **state)
+{
+    struct config *cfg = load_ok(LISTEN "log: {format: json}\n" UPSTREAMS ROUTES);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
+    config_unref(cfg);
+    cfg = load_ok(LISTEN "log: {format: combined}\n" UPSTREAMS ROUTES);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_COMBINED);
+    config_unref(cfg);
+}
+
+static void test_unknown_log_format_suggests(void **state)
+{
+    assert_only_error(LISTEN "log: {format: jsno}\n" UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:15: unknown log format \"jsno\": expected combined or json "
+                      "(did you mean \"json\"?)");
 }
 
 static void test_load_reads_a_file(void **state)
@@ -1297,7 +1507,27 @@ int main(void)
         cmocka_unit_test(test_route_ipv6_host_is_bracketed),
         cmocka_unit_test(test_resolves_dns_names_preferring_ipv4),
         cmocka_unit_test(test_dns_disabled_makes_names_an_error),
-        cmocka_unit_test(test_unresolvable_host_names_host_and_reason),
+        cmocka_unit_test(test_unresolvable_server_is_a_warning_not_an_error),
+        cmocka_unit_test(test_unresolvable_listen_address_stays_an_error),
+        cmocka_unit_test(test_unresolvable_admin_address_stays_an_error),
+        cmocka_unit_test(test_resolved_config_has_no_warnings),
+        cmocka_unit_test(test_admin_as_a_string_has_no_token),
+        cmocka_unit_test(test_admin_mapping_with_address_and_token),
+        cmocka_unit_test(test_admin_mapping_needs_address),
+        cmocka_unit_test(test_admin_unknown_key_suggests),
+        cmocka_unit_test(test_admin_token_with_space_is_an_error),
+        cmocka_unit_test(test_admin_list_is_wrong_type),
+        cmocka_unit_test(test_public_admin_without_token_is_a_warning),
+        cmocka_unit_test(test_errors_defaults),
+        cmocka_unit_test(test_errors_section_with_pages),
+        cmocka_unit_test(test_error_page_relative_to_the_config_file),
+        cmocka_unit_test(test_unreadable_error_page_is_an_error),
+        cmocka_unit_test(test_error_page_status_out_of_range),
+        cmocka_unit_test(test_error_page_must_be_a_regular_file),
+        cmocka_unit_test(test_ring_size_out_of_range),
+        cmocka_unit_test(test_errors_unknown_key_suggests),
+        cmocka_unit_test(test_log_format_json),
+        cmocka_unit_test(test_unknown_log_format_suggests),
         cmocka_unit_test(test_load_reads_a_file),
         cmocka_unit_test(test_load_reports_a_file_that_cannot_be_opened),
         cmocka_unit_test(test_load_reports_a_directory),
