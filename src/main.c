@@ -53,8 +53,8 @@ static int check(const char *path, bool probe)
     if (!cfg)
         return EXIT_USAGE;
     print_warnings(cfg);
-    printf("%s: configuration is valid (%zu upstream(s), %zu route(s))\n", path,
-           cfg->num_upstreams, cfg->num_routes);
+    printf("%s: configuration is valid (%zu upstream(s), %zu route(s))\n", path, cfg->num_upstreams,
+           cfg->num_routes);
     fflush(stdout);
     int rc = EXIT_OK;
     if (probe) {
@@ -122,11 +122,9 @@ int main(int argc, char **argv)
             cmd = argv[i];
         } else if (strcmp(cmd, "check") == 0 && strcmp(argv[i], "--no-probe") == 0) {
             probe = false;
-        } else if (strcmp(cmd, "status") == 0 && strcmp(argv[i], "--admin") == 0 &&
-                   i + 1 < argc) {
+        } else if (strcmp(cmd, "status") == 0 && strcmp(argv[i], "--admin") == 0 && i + 1 < argc) {
             admin = argv[++i];
-        } else if (strcmp(cmd, "status") == 0 && strcmp(argv[i], "--token") == 0 &&
-                   i + 1 < argc) {
+        } else if (strcmp(cmd, "status") == 0 && strcmp(argv[i], "--token") == 0 && i + 1 < argc) {
             token = argv[++i];
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             return usage(stdout, EXIT_OK);

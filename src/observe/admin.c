@@ -30,8 +30,7 @@ static int admin_fd = -1;
 
 static const char *state_of(const struct server_stats *st)
 {
-    return atomic_load_explicit(&st->consecutive_failures, memory_order_relaxed) ? "failing"
-                                                                                 : "up";
+    return atomic_load_explicit(&st->consecutive_failures, memory_order_relaxed) ? "failing" : "up";
 }
 
 static void json_ms_or_null(struct obuf *b, int64_t ms)
@@ -67,8 +66,9 @@ static void status_server(struct obuf *b, const char *group, const struct config
     *failures += fails;
     obuf_puts(b, "{\"server\":");
     obuf_json_str(b, srv->name, strlen(srv->name));
-    obuf_printf(b, ",\"resolved\":%s,\"state\":\"%s\",\"in_flight\":%lld,\"attempts\":%llu,"
-                   "\"failures\":%llu,\"consecutive_failures\":%u,\"failures_by_cause\":{",
+    obuf_printf(b,
+                ",\"resolved\":%s,\"state\":\"%s\",\"in_flight\":%lld,\"attempts\":%llu,"
+                "\"failures\":%llu,\"consecutive_failures\":%u,\"failures_by_cause\":{",
                 srv->addr.len ? "true" : "false", state_of(st),
                 (long long)atomic_load_explicit(&st->in_flight, memory_order_relaxed),
                 (unsigned long long)n, (unsigned long long)fails,
@@ -132,8 +132,9 @@ void observe_status_json(struct obuf *b)
         size_t up_count = 0;
         obuf_puts(b, i ? ",\n" : "\n");
         obuf_json_str(b, up->name, strlen(up->name));
-        obuf_printf(b, ":{\"connect_timeout_ms\":%u,\"read_timeout_ms\":%u,\"retries\":%d,"
-                       "\"servers\":[",
+        obuf_printf(b,
+                    ":{\"connect_timeout_ms\":%u,\"read_timeout_ms\":%u,\"retries\":%d,"
+                    "\"servers\":[",
                     up->connect_timeout_ms, up->read_timeout_ms, up->retries);
         for (size_t j = 0; j < up->num_servers; j++) {
             obuf_puts(b, j ? ",\n  " : "\n  ");
@@ -254,8 +255,8 @@ void observe_status_table(struct obuf *b)
             const char *state = state_of(st);
             if (!up->servers[j].addr.len)
                 state = "unresolved";
-            const char *row[TABLE_COLS] = {j ? "" : up->name, up->servers[j].name, state,
-                                           inflight, att, fail, last};
+            const char *row[TABLE_COLS] = {
+                j ? "" : up->name, up->servers[j].name, state, inflight, att, fail, last};
             table_row(t, row);
         }
     }
@@ -302,10 +303,11 @@ static void respond(int fd, int status, const char *reason, const char *type, co
                     const char *body, size_t len, bool head_only)
 {
     char head[512];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nServer: bulwark\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\nCache-Control: no-store\r\n%sConnection: close\r\n\r\n",
-                     status, reason, type, len, extra ? extra : "");
+    int n =
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\nServer: bulwark\r\nContent-Type: %s\r\n"
+                 "Content-Length: %zu\r\nCache-Control: no-store\r\n%sConnection: close\r\n\r\n",
+                 status, reason, type, len, extra ? extra : "");
     send_all(fd, head, (size_t)n);
     if (!head_only)
         send_all(fd, body, len);
@@ -545,10 +547,10 @@ int observe_status_command(const char *addr, const char *token)
         return 1;
     }
     char req[1024];
-    int n = snprintf(req, sizeof(req),
-                     "GET /status?format=text HTTP/1.1\r\nHost: %s\r\n%s%s%sConnection: close\r\n\r\n",
-                     addr, token ? "Authorization: Bearer " : "", token ? token : "",
-                     token ? "\r\n" : "");
+    int n = snprintf(
+        req, sizeof(req),
+        "GET /status?format=text HTTP/1.1\r\nHost: %s\r\n%s%s%sConnection: close\r\n\r\n", addr,
+        token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof(req)) {
         fprintf(stderr, "bulwark status: admin token too long\n");
         close(fd);

@@ -46,17 +46,16 @@ void sbuf_html(struct sbuf *b, const char *s);
 /* ---- settings from the current config (observe_configure) ---- */
 
 struct observe_settings {
-    pthread_mutex_t lock;  /* guards everything below but the atomics */
-    struct config *cfg;    /* a reference to the current config: /status reads its groups */
-    char *admin_token;     /* NULL: no token required */
+    pthread_mutex_t lock; /* guards everything below but the atomics */
+    struct config *cfg;   /* a reference to the current config: /status reads its groups */
+    char *admin_token;    /* NULL: no token required */
 };
 extern struct observe_settings observe_settings;
-extern _Atomic int observe_log_format;      /* enum log_format */
+extern _Atomic int observe_log_format; /* enum log_format */
 extern _Atomic bool observe_details_exposed;
 
 /* Take a reference to the current config (NULL before observe_configure). */
 struct config *observe_current_config(void);
-
 
 /* ---- stats (stats.c) ---- */
 

@@ -108,7 +108,7 @@ static int parse_q(const char *p, const char *end)
 static enum page_kind negotiate(const char *accept, size_t len)
 {
     static const char *const types[] = {"text/plain", "application/json", "text/html"};
-    int q[3] = {-1, -1, -1};  /* -1: nothing matched yet */
+    int q[3] = {-1, -1, -1}; /* -1: nothing matched yet */
     int spec[3] = {0, 0, 0}; /* specificity of the match: 3 exact, 2 type/x, 1 star */
 
     if (!accept || len == 0)
@@ -150,8 +150,8 @@ static enum page_kind negotiate(const char *accept, size_t len)
     return (enum page_kind)best;
 }
 
-static void html_page(struct sbuf *b, int status, const char *reason,
-                      const struct cause_info *ci, const char *rid, const char *details)
+static void html_page(struct sbuf *b, int status, const char *reason, const struct cause_info *ci,
+                      const char *rid, const char *details)
 {
     sbuf_printf(b,
                 "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

@@ -25,7 +25,7 @@ struct probe {
     uint64_t deadline_ms;
     enum cause cause; /* CAUSE_NONE once connected */
     int err;
-    char why[512];     /* DNS failure text */
+    char why[512];      /* DNS failure text */
     int64_t connect_ms; /* -1 until known */
     bool done;
 };

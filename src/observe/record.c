@@ -71,8 +71,7 @@ static void json_key_secs(struct sbuf *b, const char *key, int64_t ms)
     if (ms < 0)
         sbuf_printf(b, ",\"%s\":null", key);
     else
-        sbuf_printf(b, ",\"%s\":%lld.%03lld", key, (long long)(ms / 1000),
-                    (long long)(ms % 1000));
+        sbuf_printf(b, ",\"%s\":%lld.%03lld", key, (long long)(ms / 1000), (long long)(ms % 1000));
 }
 
 /* The JSON object for rec. with_help adds what the ring keeps for the
@@ -184,8 +183,8 @@ void observe_request(const struct request_record *rec)
         /* 8 KiB: the proxy caps the target at 1 KiB and the other client
          * strings at a few hundred bytes, escaping at most quadruples them. */
         char line[8192];
-        bool json = atomic_load_explicit(&observe_log_format, memory_order_relaxed) ==
-                    LOG_FORMAT_JSON;
+        bool json =
+            atomic_load_explicit(&observe_log_format, memory_order_relaxed) == LOG_FORMAT_JSON;
         size_t n = observe_format_access(line, sizeof(line), rec, json);
         log_access_write(line, n);
     }

@@ -333,8 +333,7 @@ void observe_metrics_write(struct obuf *b)
         obuf_puts(b, "bulwark_upstream_attempts_total{");
         label(b, "group", s->group, true);
         label(b, "server", s->server, false);
-        obuf_printf(b, "} %llu\n",
-                    (unsigned long long)atomic_load_explicit(&s->attempts, RELAXED));
+        obuf_printf(b, "} %llu\n", (unsigned long long)atomic_load_explicit(&s->attempts, RELAXED));
     }
     obuf_puts(b, "# HELP bulwark_upstream_failures_total Failed upstream attempts, by cause.\n"
                  "# TYPE bulwark_upstream_failures_total counter\n");
