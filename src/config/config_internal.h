@@ -44,8 +44,8 @@ bool cfg_dns_enabled(void);
 /* config_parse_addr, telling a name that does not resolve apart: then, when
  * dns_why is not NULL, it gets the resolver's reason (non-empty), out->text
  * is set and out->len stays 0. dns_why is left alone for other errors. */
-int cfg_parse_addr(const char *s, bool resolve, struct config_addr *out, char *why,
-                   size_t why_len, char *dns_why, size_t dns_why_len);
+int cfg_parse_addr(const char *s, bool resolve, struct config_addr *out, char *why, size_t why_len,
+                   char *dns_why, size_t dns_why_len);
 
 /* A user string ready for a message: in double quotes, control characters
  * escaped, cut at 60 bytes. Use as cfg_quote(s).s inside one expression. */

@@ -185,8 +185,8 @@ static void load_forwarded(struct cfg_ctx *ctx, const yaml_node_t *n)
 static void load_log(struct cfg_ctx *ctx, const yaml_node_t *n)
 {
     static const char *const keys[] = {"access", "error", "format"};
-    static const char *const formats[] = {[LOG_FORMAT_COMBINED] = "combined",
-                                          [LOG_FORMAT_JSON] = "json"};
+    static const char *const formats[] = {
+        [LOG_FORMAT_COMBINED] = "combined", [LOG_FORMAT_JSON] = "json"};
     struct config *cfg = ctx->cfg;
     yaml_node_t *v[3];
     const char *s;
@@ -249,8 +249,7 @@ static void load_admin(struct cfg_ctx *ctx, const yaml_node_t *n)
         }
         address = v[0];
     } else if (n->type != YAML_SCALAR_NODE) {
-        cfg_error(ctx, n,
-                  "admin: expected an address or a mapping with address and token, got %s",
+        cfg_error(ctx, n, "admin: expected an address or a mapping with address and token, got %s",
                   cfg_describe(n).s);
         return;
     }
@@ -319,8 +318,7 @@ static void load_page(struct cfg_ctx *ctx, struct config_error_page *page, const
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0) {
-            cfg_error(ctx, n, "cannot read error page %s: %s", cfg_quote(full).s,
-                      strerror(errno));
+            cfg_error(ctx, n, "cannot read error page %s: %s", cfg_quote(full).s, strerror(errno));
             break;
         }
         if (got == 0)

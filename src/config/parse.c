@@ -186,8 +186,8 @@ int config_parse_addr(const char *s, bool resolve, struct config_addr *out, char
     return cfg_parse_addr(s, resolve, out, why, why_len, NULL, 0);
 }
 
-int cfg_parse_addr(const char *s, bool resolve, struct config_addr *out, char *why,
-                   size_t why_len, char *dns_why, size_t dns_why_len)
+int cfg_parse_addr(const char *s, bool resolve, struct config_addr *out, char *why, size_t why_len,
+                   char *dns_why, size_t dns_why_len)
 {
     const char *host, *port_text;
     size_t host_len;

@@ -462,8 +462,8 @@ static void test_admin_as_a_string_has_no_token(void **state)
 
 static void test_admin_mapping_with_address_and_token(void **state)
 {
-    struct config *cfg = load_ok(LISTEN "admin: {address: \"127.0.0.1:9902\", token: s3cr3t}\n"
-                                        UPSTREAMS ROUTES);
+    struct config *cfg =
+        load_ok(LISTEN "admin: {address: \"127.0.0.1:9902\", token: s3cr3t}\n" UPSTREAMS ROUTES);
     assert_true(cfg->has_admin);
     assert_string_equal(cfg->admin.text, "127.0.0.1:9902");
     assert_int_equal(addr_port(&cfg->admin), 9902);
@@ -486,8 +486,8 @@ static void test_admin_unknown_key_suggests(void **state)
 
 static void test_admin_token_with_space_is_an_error(void **state)
 {
-    assert_only_error(LISTEN "admin: {address: \"127.0.0.1:9901\", token: \"a b\"}\n" UPSTREAMS
-                          ROUTES,
+    assert_only_error(LISTEN
+                      "admin: {address: \"127.0.0.1:9901\", token: \"a b\"}\n" UPSTREAMS ROUTES,
                       "bulwark.yaml:2:43: token: expected a string of visible ASCII characters "
                       "without spaces");
 }
@@ -503,7 +503,8 @@ static void test_public_admin_without_token_is_a_warning(void **state)
 {
     struct config *cfg = load_ok(LISTEN "admin: \"0.0.0.0:9901\"\n" UPSTREAMS ROUTES);
     assert_int_equal(cfg->num_warnings, 1);
-    assert_non_null(strstr(cfg->warnings[0], "bulwark.yaml:2:8: admin listens on \"0.0.0.0:9901\""));
+    assert_non_null(
+        strstr(cfg->warnings[0], "bulwark.yaml:2:8: admin listens on \"0.0.0.0:9901\""));
     config_unref(cfg);
 }
 
@@ -572,8 +573,8 @@ static void test_error_page_relative_to_the_config_file(void **state)
 
 static void test_unreadable_error_page_is_an_error(void **state)
 {
-    assert_only_error(LISTEN "errors:\n  pages:\n    502: /nonexistent/page.html\n" UPSTREAMS
-                          ROUTES,
+    assert_only_error(LISTEN
+                      "errors:\n  pages:\n    502: /nonexistent/page.html\n" UPSTREAMS ROUTES,
                       "bulwark.yaml:4:10: cannot read error page \"/nonexistent/page.html\": "
                       "No such file or directory");
 }
