@@ -6,7 +6,7 @@ import re
 
 from conftest import simple_config
 from origins import free_port
-from origins.faulty import fetch, reset_after_request, send_then_close
+from origins.faulty import Blackhole, fetch, reset_after_request, send_then_close
 
 
 def upstream(servers, extra=""):
@@ -43,6 +43,26 @@ def test_connect_failure_is_retried_on_the_next_server(bulwark, origin):
         b.wait_log(rf"connect\(\) to {dead} \(upstream \"app\"\) failed: Connection refused; "
                    rf"cause=connection_refused attempt=1 .*rid={rid}")
     assert all(" attempts=1 " in l for rid, l in zip(rids, lines) if rid not in retried)
+
+
+def test_connect_timeout_is_retried_on_the_next_server(bulwark, origin):
+    hole = Blackhole()
+    live = origin()
+    try:
+        b = bulwark(simple_config([hole.addr, live.addr],
+                                  extra_upstream="    connect_timeout: 300ms\n"))
+        results = [fetch(b.port, f"/echo?i={i}") for i in range(2)]
+    finally:
+        hole.close()
+    assert [r.status for r in results] == [200, 200], [r.head for r in results]
+    assert len(live.requests) == 2
+    slow = [r for r in results if r.elapsed >= 0.25]
+    assert len(slow) == 1, "one request waited connect_timeout on the black hole, then moved on"
+    assert slow[0].elapsed < 3.0
+    rid = echoed_rid(slow[0])
+    assert " attempts=2 error=- " in access_line(b, rid)
+    b.wait_log(rf"connect\(\) to {hole.addr} \(upstream \"app\"\) failed: .*"
+               rf"cause=connection_timeout attempt=1 .*rid={rid}")
 
 
 def test_post_whose_connect_failed_is_retried(bulwark, origin):
