@@ -100,6 +100,18 @@ def test_reload_opens_a_new_listen_address(bulwark, origin):
     assert port_of(fetch(b.port, "/echo")) == a.port
 
 
+def test_reload_changes_the_routes(bulwark, origin):
+    a, b_ = origin(), origin()
+    two = ('workers: 1\nlisten: ["127.0.0.1:{port}"]\nupstreams:\n'
+           f'  a:\n    servers: ["{a.addr}"]\n  b:\n    servers: ["{b_.addr}"]\n')
+    b = bulwark(two + "routes:\n  - upstream: a\n")
+    assert port_of(fetch(b.port, "/api/x")) == a.port
+    assert b.reload(two + "routes:\n  - match: { path: /api/ }\n    upstream: b\n") is True
+    assert port_of(fetch(b.port, "/api/x")) == b_.port
+    resp = fetch(b.port, "/other")
+    assert resp.status == 404 and resp.get("proxy-status") == "bulwark; error=destination_not_found"
+
+
 def test_in_flight_request_finishes_on_the_old_upstream(bulwark, origin):
     release = threading.Event()
     a, b_ = origin(slow_path(release)), origin()
