@@ -117,6 +117,10 @@ struct config {
     struct config_error_page *error_pages; /* errors.pages, read at load */
     size_t num_error_pages;
 
+    /* probe_at_start: at start and after each reload, connect once to every
+     * upstream server and log a warning per unreachable one. Default true. */
+    bool probe_at_start;
+
     /* Problems that do not stop the config from loading ("file:line:column:
      * message"), e.g. a server name that does not resolve. Owned here. */
     char **warnings;

@@ -12,7 +12,7 @@
 
 #include "config/config.h"
 
-/* The most keys any one mapping in the schema knows (top level has 11). */
+/* The most keys any one mapping in the schema knows (top level has 12). */
 #define CFG_MAX_KEYS 16
 
 struct cfg_pending_error {

@@ -27,6 +27,7 @@ enum top_key {
     TOP_FORWARDED,
     TOP_LOG,
     TOP_ERRORS,
+    TOP_PROBE_AT_START,
     TOP_UPSTREAMS,
     TOP_ROUTES,
     NUM_TOP_KEYS
@@ -43,6 +44,7 @@ static const char *const top_keys[NUM_TOP_KEYS] = {
     [TOP_FORWARDED] = "forwarded",
     [TOP_LOG] = "log",
     [TOP_ERRORS] = "errors",
+    [TOP_PROBE_AT_START] = "probe_at_start",
     [TOP_UPSTREAMS] = "upstreams",
     [TOP_ROUTES] = "routes",
 };
@@ -68,6 +70,7 @@ static void set_defaults(struct config *cfg)
     cfg->via = true;
     cfg->log_format = LOG_FORMAT_COMBINED;
     cfg->error_ring_size = 100;
+    cfg->probe_at_start = true;
 }
 
 static void load_listen(struct cfg_ctx *ctx, const yaml_node_t *n)
@@ -410,6 +413,7 @@ static void load_top(struct cfg_ctx *ctx, const yaml_node_t *root)
         load_log(ctx, v[TOP_LOG]);
     if (v[TOP_ERRORS])
         load_errors(ctx, v[TOP_ERRORS]);
+    cfg_get_bool(ctx, v[TOP_PROBE_AT_START], "probe_at_start", &cfg->probe_at_start);
     /* upstreams before routes: routes point into them. */
     if (v[TOP_UPSTREAMS])
         cfg_load_upstreams(ctx, v[TOP_UPSTREAMS]);

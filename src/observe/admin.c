@@ -371,6 +371,25 @@ static bool authorized(const char *head)
     return ok;
 }
 
+/* After an early answer, read what the client still sends (bounded, briefly)
+ * before closing: closing with unread input sends an RST, which can destroy
+ * the answer before the client reads it. */
+static void linger_close(int fd)
+{
+    char sink[4096];
+    size_t total = 0;
+    struct timeval tv = {0, 500 * 1000};
+
+    shutdown(fd, SHUT_WR);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    while (total < (1u << 20)) {
+        ssize_t r = recv(fd, sink, sizeof(sink), 0);
+        if (r <= 0)
+            break;
+        total += (size_t)r;
+    }
+}
+
 static void serve(int fd)
 {
     char head[ADMIN_MAX_HEAD + 1];
@@ -386,6 +405,7 @@ static void serve(int fd)
         head[len] = '\0';
         if (memchr(head, '\0', len)) {
             respond_text(fd, 400, "Bad Request", "bad request\n", NULL);
+            linger_close(fd);
             return;
         }
         if (strstr(head, "\r\n\r\n") || strstr(head, "\n\n"))
@@ -393,6 +413,7 @@ static void serve(int fd)
         if (len == ADMIN_MAX_HEAD) {
             respond_text(fd, 431, "Request Header Fields Too Large", "request head too large\n",
                          NULL);
+            linger_close(fd);
             return;
         }
     }

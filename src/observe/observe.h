@@ -171,7 +171,8 @@ char *observe_metrics_text(size_t *len);
  * the cause sentence) and return how many are unreachable (bulwark check).
  * log_only true: return 0 at once; a background thread probes and logs a
  * warning per unreachable server (start and reload: never blocks start-up,
- * the backend may come up later). -1 on a local failure. */
+ * the backend may come up later); nothing when cfg->probe_at_start is off.
+ * -1 on a local failure. */
 int observe_probe_config(const struct config *cfg, bool log_only);
 
 /* bulwark status: GET /status from the admin listener at addr (with token

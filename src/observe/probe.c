@@ -204,6 +204,8 @@ int observe_probe_config(const struct config *cfg, bool log_only)
 {
     if (!cfg)
         return -1;
+    if (log_only && !cfg->probe_at_start)
+        return 0;
     if (log_only) {
         pthread_t t;
         pthread_attr_t attr;

@@ -606,6 +606,16 @@ static void test_errors_unknown_key_suggests(void **state)
                       "\"expose_details\"?)");
 }
 
+static void test_probe_at_start_defaults_to_on(void **state)
+{
+    struct config *cfg = load_ok(LISTEN UPSTREAMS ROUTES);
+    assert_true(cfg->probe_at_start);
+    config_unref(cfg);
+    cfg = load_ok(LISTEN "probe_at_start: false\n" UPSTREAMS ROUTES);
+    assert_false(cfg->probe_at_start);
+    config_unref(cfg);
+}
+
 static void test_log_format_json(void **state)
 {
     struct config *cfg = load_ok(LISTEN "log: {format: json}\n" UPSTREAMS ROUTES);
@@ -1527,6 +1537,7 @@ int main(void)
         cmocka_unit_test(test_error_page_must_be_a_regular_file),
         cmocka_unit_test(test_ring_size_out_of_range),
         cmocka_unit_test(test_errors_unknown_key_suggests),
+        cmocka_unit_test(test_probe_at_start_defaults_to_on),
         cmocka_unit_test(test_log_format_json),
         cmocka_unit_test(test_unknown_log_format_suggests),
         cmocka_unit_test(test_load_reads_a_file),
