@@ -84,3 +84,13 @@ void buf_trim_free_list(void)
         malloc_trim(0);
     }
 }
+
+void buf_free_all(void)
+{
+    while (free_list) {
+        struct free_block *fb = free_list;
+        free_list = fb->next;
+        free(fb);
+    }
+    free_count = 0;
+}

@@ -75,6 +75,8 @@ struct deferred {
     void (*cb)(struct deferred *d);
 };
 void loop_defer(struct loop *loop, struct deferred *d);
+/* Run what is deferred now (teardown, after the loop stopped). */
+void loop_run_deferred(struct loop *loop);
 
 /* ---- I/O buffers ---- */
 
@@ -124,6 +126,8 @@ void buf_compact(struct buf *b);
 size_t buf_append(struct buf *b, const void *p, size_t n);
 /* Give back free blocks beyond a small reserve to the system (call when idle). */
 void buf_trim_free_list(void);
+/* Free every block of the calling thread's free list (thread exit). */
+void buf_free_all(void);
 
 /* ---- logging ---- */
 

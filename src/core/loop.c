@@ -172,7 +172,7 @@ void loop_defer(struct loop *loop, struct deferred *d)
     loop->deferred = d;
 }
 
-static void run_deferred(struct loop *loop)
+void loop_run_deferred(struct loop *loop)
 {
     while (loop->deferred) {
         struct deferred *d = loop->deferred;
@@ -214,8 +214,8 @@ void loop_run(struct loop *loop)
             struct io *io = events[i].data.ptr;
             io->on_event(io, events[i].events);
         }
-        run_deferred(loop);
+        loop_run_deferred(loop);
         run_timers(loop);
-        run_deferred(loop);
+        loop_run_deferred(loop);
     }
 }

@@ -34,6 +34,8 @@ struct worker {
     struct loop *loop;
     struct upstream_set *set; /* the current config generation */
     struct listener *listeners;
+    struct listener *dead_listeners; /* closed, freed after the event batch */
+    struct deferred sweep_listeners;
     struct io notify; /* eventfd: the main thread posts commands */
     _Atomic(struct config *) pending; /* new config for WORKER_CMD_RELOAD */
     atomic_int commands;
@@ -87,6 +89,12 @@ static inline bool outq_empty(const struct outq *q)
            q->src_consume == 0;
 }
 
+/* Body bytes (or their framing) are queued: the source buffer is in use. */
+static inline bool outq_has_body(const struct outq *q)
+{
+    return q->data_len || q->src_consume || q->post_off < q->post_len;
+}
+
 enum session_phase {
     PHASE_IDLE = 0, /* between requests (keep-alive) */
     PHASE_HEADER,   /* some bytes of a request header arrived */
@@ -137,6 +145,7 @@ struct request {
 
     /* client -> upstream */
     struct body req_body;
+    struct body req_body_start; /* to replay the body on a retry */
     struct outq up_out;
     uint32_t up_hdr_len;  /* request header in up_out.gen, kept for a retry */
     bool body_consumed;   /* body bytes left the client buffer: no replay */
@@ -151,6 +160,7 @@ struct request {
     bool up_any_byte; /* a response byte arrived on this attempt */
     bool up_sent_any; /* a request byte was written on this attempt */
     int attempts;
+    int free_retries; /* 1 once a dead pooled connection was replaced */
     uint64_t tried;
 
     /* upstream -> client */
@@ -172,6 +182,7 @@ struct request {
 void session_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
                     const struct config_addr *local);
 void session_close_idle(struct worker *w);
+void session_close_all(struct worker *w);
 
 /* server.c */
 void worker_defer_flush(struct worker *w);

@@ -111,11 +111,34 @@ static struct listener *listener_add(struct worker *w, const struct config_addr 
     return l;
 }
 
+static void listener_closed_event(struct io *io, uint32_t events)
+{
+    (void)io;
+    (void)events;
+}
+
+static void sweep_listeners(struct deferred *d)
+{
+    struct worker *w = container_of(d, struct worker, sweep_listeners);
+    while (w->dead_listeners) {
+        struct listener *l = w->dead_listeners;
+        w->dead_listeners = l->next;
+        free(l);
+    }
+}
+
+/* Freed after the event batch: epoll may already have handed us an event
+ * for this listener in the same batch. */
 static void listener_close(struct worker *w, struct listener *l)
 {
     loop_del(w->loop, &l->io);
     close(l->io.fd);
-    free(l);
+    l->io.fd = -1;
+    l->io.on_event = listener_closed_event;
+    l->next = w->dead_listeners;
+    w->dead_listeners = l;
+    w->sweep_listeners.cb = sweep_listeners;
+    loop_defer(w->loop, &w->sweep_listeners);
 }
 
 static bool same_addr(const struct config_addr *a, const struct config_addr *b)
@@ -229,10 +252,33 @@ static void worker_post(struct worker *w, int cmd)
         log_error("worker %d: posting a command failed: %s", w->id, strerror(errno));
 }
 
+/* Release what the worker thread owns, on that thread (its buffer free
+ * list and deferred frees are thread-local). */
+static void worker_teardown(struct worker *w)
+{
+    while (w->listeners) {
+        struct listener *l = w->listeners;
+        w->listeners = l->next;
+        listener_close(w, l);
+    }
+    session_close_all(w);
+    upstream_set_leave(w->set);
+    upstream_set_retire(w->set);
+    w->set = NULL;
+    loop_run_deferred(w->loop);
+    while (w->free_requests) {
+        struct request *r = w->free_requests;
+        w->free_requests = r->next_free;
+        free(r);
+    }
+    buf_free_all();
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     loop_run(w->loop);
+    worker_teardown(w);
     log_access_flush();
     atomic_store(&w->finished, true);
     return NULL;
@@ -441,8 +487,23 @@ int proxy_run(struct config *cfg)
             break;
         }
     }
+    if (!all_finished(&srv)) {
+        /* Workers are still inside their loops (shutdown_timeout or
+         * SIGQUIT): end the process without running exit handlers under
+         * their feet; the kernel closes every socket. */
+        log_info("bulwark stopped");
+        log_access_flush();
+        _exit(0);
+    }
+    for (int i = 0; i < srv.num_workers; i++) {
+        struct worker *w = srv.workers[i];
+        pthread_join(w->thread, NULL);
+        close(w->notify.fd);
+        loop_free(w->loop);
+        free(w);
+    }
+    free(srv.workers);
+    config_unref(srv.cfg);
     log_info("bulwark stopped");
-    /* Worker threads may still be inside their loops after a timeout or
-     * SIGQUIT: the process exit ends them; the kernel closes every socket. */
     return 0;
 }

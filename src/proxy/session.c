@@ -320,6 +320,13 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, sockl
     session_drive(s);
 }
 
+/* Close every session (the worker is stopping). */
+void session_close_all(struct worker *w)
+{
+    while (w->sessions)
+        session_close(w->sessions);
+}
+
 /* Close every idle keep-alive session (drain on shutdown). */
 void session_close_idle(struct worker *w)
 {
@@ -500,9 +507,10 @@ static void respond_generated(struct request *r, int status, enum cause cause)
     else if (r->minor_version == 0)
         buf_append(&r->cl_out.gen, "Connection: keep-alive\r\n", 24);
     buf_append(&r->cl_out.gen, "\r\n", 2);
-    if (r->method != HTTP_METHOD_HEAD)
+    if (r->method != HTTP_METHOD_HEAD) {
         buf_append(&r->cl_out.gen, body, (size_t)blen);
-    r->bytes_to_client = 0;
+        r->resp_body.bytes = (uint64_t)blen;
+    }
 }
 
 /* The one place an exchange failure becomes what the client sees: an error
@@ -584,24 +592,49 @@ static void connect_upstream(struct request *r);
 
 /* An attempt failed before any response byte: retry if the rules allow,
  * else fail the request. */
-static void attempt_failed(struct request *r, enum cause cause, int err, bool request_sent)
+/* Another attempt is allowed by `retries` (a free retry does not count). */
+static bool retry_left(const struct request *r)
+{
+    return r->attempts - r->free_retries <= r->group->cfg->retries;
+}
+
+/* An attempt failed before any response byte: retry on another server if
+ * the rules allow, else answer with the cause.
+ *   request_sent: some request bytes may have reached the upstream.
+ *   write_failed: the upstream refused our bytes (it closed before reading
+ *                 them), so it cannot have acted on the request. */
+static void attempt_failed(struct request *r, enum cause cause, int err, bool request_sent,
+                           bool write_failed)
 {
     bool reused = r->uc && r->uc->reused;
-    log_attempt_failure(r, request_sent ? "request to" : "connect() to", cause, err);
     release_upstream(r, false);
-    const struct config_upstream *ucfg = r->group->cfg;
-    bool replayable = !r->body_consumed && !r->continue_pending;
-    bool allowed = !request_sent || (replayable && (method_is_idempotent(r->method) || reused));
-    /* A stale pooled connection is replaced without using up a retry. */
-    if (allowed && reused && request_sent && cause == CAUSE_CONNECTION_TERMINATED) {
-        r->attempts--;
-    } else if (!allowed || r->attempts > ucfg->retries) {
+    bool replayable = !r->body_consumed;
+    bool allowed = !request_sent ||
+                   (replayable && (method_is_idempotent(r->method) || write_failed));
+    /* A pooled connection that dies under a request was most likely closed
+     * by the server while idle (the race with our reuse): one such retry
+     * per request is free, so retries: 0 still survives it. */
+    const char *what = request_sent ? "request to" : "connect() to";
+    if (allowed && reused && cause == CAUSE_CONNECTION_TERMINATED && !r->free_retries) {
+        r->free_retries = 1;
+        log_info("pooled connection to %s (upstream \"%s\") was closed by the upstream; "
+                 "sending the request again on a new connection rid=%s",
+                 r->server->cfg->addr.text, r->group->cfg->name, r->rid);
+    } else if (!allowed || !retry_left(r)) {
+        log_attempt_failure(r, what, cause, err);
         fail_request(r, cause, err);
         return;
+    } else {
+        log_attempt_failure(r, what, cause, err);
     }
-    /* Rewind the request header for the next attempt. */
+    /* Rewind the request for the next attempt: the header is still at the
+     * start of up_out, the body bytes still in the client buffer. */
     r->up_out.gen.start = 0;
     r->up_out.gen.end = r->up_hdr_len;
+    r->up_out.data_len = 0;
+    r->up_out.src_consume = 0;
+    r->up_out.post_len = r->up_out.post_off = 0;
+    r->req_body = r->req_body_start;
     connect_upstream(r);
 }
 
@@ -624,7 +657,7 @@ static void connect_upstream(struct request *r)
         if (srv->cfg->addr.len == 0) {
             /* the name did not resolve at load */
             log_attempt_failure(r, "DNS lookup for", CAUSE_DNS_ERROR, 0);
-            if (r->attempts > r->group->cfg->retries) {
+            if (!retry_left(r)) {
                 fail_request(r, CAUSE_DNS_ERROR, 0);
                 return;
             }
@@ -635,7 +668,7 @@ static void connect_upstream(struct request *r)
         if (rc < 0) {
             enum cause c = cause_from_connect_errno(-rc);
             log_attempt_failure(r, "connect() to", c, -rc);
-            if (r->attempts > r->group->cfg->retries) {
+            if (!retry_left(r)) {
                 fail_request(r, c, -rc);
                 return;
             }
@@ -663,7 +696,7 @@ static void up_timeout(struct timer *t)
     if (!r->uc)
         return;
     if (!r->uc->connected)
-        attempt_failed(r, CAUSE_CONNECTION_TIMEOUT, ETIMEDOUT, false);
+        attempt_failed(r, CAUSE_CONNECTION_TIMEOUT, ETIMEDOUT, false, false);
     else if (r->tunnel)
         session_close(s);
     else if (!outq_empty(&r->up_out) && !r->resp_started)
@@ -699,6 +732,28 @@ static bool header_is(const struct http_header *h, const char *name, size_t len)
     return h->name_len == len && strncasecmp(h->name, name, len) == 0;
 }
 
+static void append_header(struct buf *b, const struct http_header *h)
+{
+    buf_append(b, h->name, h->name_len);
+    buf_append(b, ": ", 2);
+    buf_append(b, h->value, h->value_len);
+    buf_append(b, "\r\n", 2);
+}
+
+/* Append every value of the fields with this name, each followed by ", "
+ * (RFC 9110 5.3: several field lines are one comma-separated list). */
+static void append_values(struct buf *b, const struct http_request *hr, const char *name,
+                          size_t len)
+{
+    for (size_t i = 0; i < hr->num_headers; i++) {
+        const struct http_header *h = &hr->headers[i];
+        if (header_is(h, name, len) && h->value_len) {
+            buf_append(b, h->value, h->value_len);
+            buf_append(b, ", ", 2);
+        }
+    }
+}
+
 static int build_upstream_request(struct request *r, const struct http_request *hr)
 {
     struct session *s = r->s;
@@ -712,7 +767,7 @@ static int build_upstream_request(struct request *r, const struct http_request *
     buf_append(b, " ", 1);
     buf_append(b, hr->target, hr->target_len);
     buf_append(b, " HTTP/1.1\r\n", 11);
-    const struct http_header *xff = NULL, *via = NULL;
+    size_t xff_len = 0, via_len = 0; /* earlier hops' values, all fields joined */
     for (size_t i = 0; i < hr->num_headers; i++) {
         const struct http_header *h = &hr->headers[i];
         if (http_is_hop_by_hop(h, hr->headers, hr->num_headers))
@@ -721,11 +776,11 @@ static int build_upstream_request(struct request *r, const struct http_request *
             header_is(h, "X-Request-Id", 12))
             continue; /* framing is re-added below; 100-continue is ours to answer */
         if (cfg->x_forwarded_for && header_is(h, "X-Forwarded-For", 15)) {
-            xff = h;
+            xff_len += h->value_len + 2;
             continue;
         }
         if (cfg->via && header_is(h, "Via", 3)) {
-            via = h;
+            via_len += h->value_len + 2;
             continue;
         }
         /* Set, not appended: a client must not choose what the app trusts. */
@@ -734,13 +789,15 @@ static int build_upstream_request(struct request *r, const struct http_request *
             continue;
         if (buf_room(b) < h->name_len + h->value_len + 4)
             return -1;
-        buf_append(b, h->name, h->name_len);
-        buf_append(b, ": ", 2);
-        buf_append(b, h->value, h->value_len);
-        buf_append(b, "\r\n", 2);
+        append_header(b, h);
     }
+    /* what is added below, with room for the framing and request id */
+    if (buf_room(b) < xff_len + via_len + hr->host_len + REQUEST_ID_MAX + 400)
+        return -1;
     if (r->upgrade) {
         const struct http_header *up = http_find_header(hr->headers, hr->num_headers, "Upgrade");
+        if (buf_room(b) < up->value_len + 400)
+            return -1;
         buf_append(b, "Connection: upgrade\r\nUpgrade: ", 30);
         buf_append(b, up->value, up->value_len);
         buf_append(b, "\r\n", 2);
@@ -749,10 +806,7 @@ static int build_upstream_request(struct request *r, const struct http_request *
         char ip[INET6_ADDRSTRLEN];
         peer_text(s, ip, sizeof(ip));
         buf_append(b, "X-Forwarded-For: ", 17);
-        if (xff) {
-            buf_append(b, xff->value, xff->value_len);
-            buf_append(b, ", ", 2);
-        }
+        append_values(b, hr, "X-Forwarded-For", 15);
         buf_append(b, ip, strlen(ip));
         buf_append(b, "\r\n", 2);
     }
@@ -765,10 +819,7 @@ static int build_upstream_request(struct request *r, const struct http_request *
     }
     if (cfg->via) {
         buf_append(b, "Via: ", 5);
-        if (via) {
-            buf_append(b, via->value, via->value_len);
-            buf_append(b, ", ", 2);
-        }
+        append_values(b, hr, "Via", 3);
         buf_append(b, hr->minor_version ? "1.1 bulwark\r\n" : "1.0 bulwark\r\n", 13);
     }
     int n;
@@ -904,6 +955,7 @@ static void start_request(struct session *s, struct request *r, const struct htt
                        (hr->framing == HTTP_FRAMING_LENGTH && hr->content_length == 0);
     if (hr->framing == HTTP_FRAMING_CHUNKED)
         http_chunked_init(&r->req_body.chunked);
+    r->req_body_start = r->req_body;
     /* RFC 9110 10.1.1: we answer the expectation ourselves once the request
      * is accepted, so the client starts sending the body. */
     if (hr->expect_continue && !r->req_body.done && hr->minor_version == 1)
@@ -915,13 +967,6 @@ static void start_request(struct session *s, struct request *r, const struct htt
 
 /* ---------- the response header for the client ---------- */
 
-static void append_header(struct buf *b, const struct http_header *h)
-{
-    buf_append(b, h->name, h->name_len);
-    buf_append(b, ": ", 2);
-    buf_append(b, h->value, h->value_len);
-    buf_append(b, "\r\n", 2);
-}
 
 /* Build the client's copy of an upstream response header (final or 1xx). */
 static int build_client_response(struct request *r, const struct http_response *resp)
@@ -1022,8 +1067,8 @@ static bool start_response(struct request *r, const struct http_response *resp, 
         else
             s->closing = true; /* HTTP/1.0: the close ends the body */
     }
-    b->done = resp->framing == HTTP_FRAMING_NONE ||
-              (resp->framing == HTTP_FRAMING_LENGTH && resp->content_length == 0);
+    b->done = !r->tunnel && (resp->framing == HTTP_FRAMING_NONE ||
+                             (resp->framing == HTTP_FRAMING_LENGTH && resp->content_length == 0));
     if (build_client_response(r, resp) < 0) {
         upstream_failed(r, "relaying the response header from",
                         CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE, 0);
@@ -1079,6 +1124,31 @@ static ssize_t read_into(int fd, struct buf *b, bool *readable, bool rdhup)
 
 static void finish_request(struct session *s);
 
+/* Queue the next piece of the request body from the client buffer.
+ * Returns false when the request was refused (bad chunking, too large). */
+static bool prepare_request_body(struct request *r)
+{
+    struct session *s = r->s;
+    enum http_error herr = HTTP_OK;
+    if (body_prepare(&r->req_body, &s->in, false, &r->up_out, &herr) < 0) {
+        if (r->resp_started) {
+            session_close(s);
+            return false;
+        }
+        release_upstream(r, false);
+        refuse_request(s, r, 400, CAUSE_HTTP_REQUEST_ERROR, http_error_text(herr));
+        return false;
+    }
+    uint64_t max_body = r->route->max_body_bytes;
+    if (max_body && r->req_body.framing == HTTP_FRAMING_CHUNKED && r->req_body.bytes > max_body &&
+        !r->resp_started) {
+        release_upstream(r, false);
+        refuse_request(s, r, 413, CAUSE_REQUEST_TOO_LARGE, "chunked body over max_body_size");
+        return false;
+    }
+    return true;
+}
+
 /* Steps on the upstream side. Returns true if something progressed. */
 static bool drive_upstream(struct request *r)
 {
@@ -1093,7 +1163,7 @@ static bool drive_upstream(struct request *r)
             return false;
         int rc = upstream_connect_result(uc);
         if (rc < 0) {
-            attempt_failed(r, cause_from_connect_errno(-rc), -rc, false);
+            attempt_failed(r, cause_from_connect_errno(-rc), -rc, false, false);
             return true;
         }
         uc->connected = true;
@@ -1104,11 +1174,18 @@ static bool drive_upstream(struct request *r)
 
     /* request: header, then body pieces taken from the client buffer */
     for (;;) {
+        /* Queue body bytes behind the header so both leave in one writev(). */
+        if (!r->req_body.done && !r->continue_pending && !outq_has_body(&r->up_out) &&
+            buf_len(&s->in)) {
+            if (!prepare_request_body(r))
+                return true;
+            progress = true;
+        }
         if (!outq_empty(&r->up_out)) {
             int rc = outq_flush(uc->io.fd, &r->up_out, &r->up_writable, NULL);
             if (rc < 0) {
                 if (!r->up_any_byte && !r->resp_started) {
-                    attempt_failed(r, CAUSE_CONNECTION_TERMINATED, -rc, true);
+                    attempt_failed(r, CAUSE_CONNECTION_TERMINATED, -rc, true, true);
                     return true;
                 }
                 /* the upstream stopped reading; its response may still come */
@@ -1123,6 +1200,8 @@ static bool drive_upstream(struct request *r)
                 break;
             }
             progress = true;
+            if (r->req_body.bytes)
+                r->body_consumed = true; /* gone from the client buffer: no replay */
             if (!r->resp_started && !r->tunnel) {
                 /* all sent: now waiting for the response (or, with more
                  * body to come, for the client, whose timer governs) */
@@ -1142,71 +1221,46 @@ static bool drive_upstream(struct request *r)
             buf_append(&r->cl_out.gen, "HTTP/1.1 100 Continue\r\n\r\n", 25);
             r->continue_pending = false;
             progress = true;
+            continue;
         }
-        if (buf_len(&s->in) == 0 && r->req_body.framing != HTTP_FRAMING_NONE) {
-            if (s->eof)
-                break;
-            if (!s->readable) {
-                /* waiting for the client's next body bytes */
-                if (!r->tunnel && !timer_armed(&s->timer))
-                    loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
-                break;
-            }
-            if (buf_acquire(&s->in) < 0) {
-                session_close(s);
-                return true;
-            }
-            ssize_t n = read_into(s->io.fd, &s->in, &s->readable, s->rdhup);
-            if (n == -EAGAIN) {
-                if (!r->tunnel)
-                    loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
-                break;
-            }
-            if (n <= 0) {
-                s->eof = true;
-                if (r->tunnel) {
-                    /* client closed the tunnel: pass the close on */
-                    shutdown(uc->io.fd, SHUT_WR);
-                    r->req_body.done = true;
-                    break;
-                }
-                /* the client gave up in the middle of its body */
-                r->cause = CAUSE_NONE;
-                r->status = 400;
-                log_request(r);
-                session_close(s);
-                return true;
-            }
-            if (r->tunnel)
-                loop_timer_set(S_LOOP(s), &r->up_timer, S_CFG(s)->tunnel_timeout_ms);
-            else
+        if (buf_len(&s->in))
+            continue;
+        if (s->eof)
+            break;
+        if (!s->readable) {
+            /* waiting for the client's next body bytes */
+            if (!r->tunnel && !timer_armed(&s->timer))
                 loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
+            break;
         }
-        enum http_error herr = HTTP_OK;
-        uint64_t before = r->req_body.bytes;
-        if (body_prepare(&r->req_body, &s->in, false, &r->up_out, &herr) < 0) {
-            if (!r->resp_started) {
-                s->closing = true;
-                release_upstream(r, false);
-                refuse_request(s, r, 400, CAUSE_HTTP_REQUEST_ERROR, http_error_text(herr));
-            } else {
-                session_close(s);
+        if (buf_acquire(&s->in) < 0) {
+            session_close(s);
+            return true;
+        }
+        ssize_t n = read_into(s->io.fd, &s->in, &s->readable, s->rdhup);
+        if (n == -EAGAIN) {
+            if (!r->tunnel)
+                loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
+            break;
+        }
+        if (n <= 0) {
+            s->eof = true;
+            if (r->tunnel) {
+                /* client closed the tunnel: pass the close on */
+                shutdown(uc->io.fd, SHUT_WR);
+                r->req_body.done = true;
+                break;
             }
+            /* the client gave up in the middle of its body */
+            r->status = 400;
+            log_request(r);
+            session_close(s);
             return true;
         }
-        r->body_consumed = true;
-        uint64_t max_body = r->route->max_body_bytes;
-        if (max_body && r->req_body.framing == HTTP_FRAMING_CHUNKED &&
-            r->req_body.bytes > max_body && !r->resp_started) {
-            release_upstream(r, false);
-            refuse_request(s, r, 413, CAUSE_REQUEST_TOO_LARGE, "chunked body over max_body_size");
-            return true;
-        }
-        if (r->req_body.bytes == before && !r->req_body.done && outq_empty(&r->up_out) &&
-            buf_len(&s->in) == 0) {
-            continue; /* consumed framing only; read more */
-        }
-        progress = true;
+        if (r->tunnel)
+            loop_timer_set(S_LOOP(s), &r->up_timer, S_CFG(s)->tunnel_timeout_ms);
+        else
+            loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
     }
 
     /* response: header, then body into up_in */
@@ -1233,7 +1287,7 @@ static bool drive_upstream(struct request *r)
             r->up_eof = true;
             if (!r->resp_started && !r->up_any_byte) {
                 attempt_failed(r, CAUSE_CONNECTION_TERMINATED, n < 0 ? (int)-n : 0,
-                               r->up_sent_any);
+                               r->up_sent_any, false);
                 return true;
             }
             if (!r->resp_started) {
@@ -1288,39 +1342,41 @@ static bool drive_client(struct request *r)
     struct session *s = r->s;
     bool progress = false;
     for (;;) {
-        if (!outq_empty(&r->cl_out)) {
-            int rc = outq_flush(s->io.fd, &r->cl_out, &s->writable, &r->bytes_to_client);
-            if (rc < 0) {
-                /* the client went away: nothing more to deliver */
-                if (!r->status)
-                    r->status = 499;
-                log_request(r);
-                session_close(s);
+        /* Queue the next body piece behind whatever is pending (often the
+         * response header), so both leave in one writev(). */
+        if (r->resp_started && !r->generated && !r->resp_body.done &&
+            !outq_has_body(&r->cl_out) && buf_len(&r->up_in)) {
+            enum http_error herr = HTTP_OK;
+            if (body_prepare(&r->resp_body, &r->up_in, r->up_eof, &r->cl_out, &herr) < 0) {
+                log_attempt_detail(r, "reading the response body from",
+                                   CAUSE_HTTP_RESPONSE_INCOMPLETE, 0, http_error_text(herr));
+                /* the header (and what was relayed) still goes out before the abort */
+                r->cl_out.data_len = r->cl_out.src_consume = 0;
+                r->cl_out.post_len = r->cl_out.post_off = 0;
+                outq_flush(s->io.fd, &r->cl_out, &s->writable, &r->bytes_to_client);
+                fail_request(r, CAUSE_HTTP_RESPONSE_INCOMPLETE, 0);
                 return true;
             }
-            if (rc == 0) {
-                loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->send_timeout_ms);
-                break;
-            }
             progress = true;
-            if (timer_armed(&s->timer) && r->req_body.done)
-                loop_timer_cancel(S_LOOP(s), &s->timer);
         }
-        if (!r->resp_started || r->generated)
-            break;
-        if (r->resp_body.done)
-            break;
-        if (buf_len(&r->up_in) == 0)
+        if (outq_empty(&r->cl_out))
             break; /* wait for the upstream (an EOF is judged by drive_request) */
-        enum http_error herr = HTTP_OK;
-        if (body_prepare(&r->resp_body, &r->up_in, r->up_eof, &r->cl_out, &herr) < 0) {
-            log_error("invalid chunked body from %s (upstream \"%s\"): %s; rid=%s",
-                      r->server->cfg->addr.text, r->group->cfg->name, http_error_text(herr),
-                      r->rid);
-            fail_request(r, CAUSE_HTTP_RESPONSE_INCOMPLETE, 0);
+        int rc = outq_flush(s->io.fd, &r->cl_out, &s->writable, &r->bytes_to_client);
+        if (rc < 0) {
+            /* the client went away: nothing more to deliver */
+            if (!r->status)
+                r->status = 499;
+            log_request(r);
+            session_close(s);
             return true;
         }
+        if (rc == 0) {
+            loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->send_timeout_ms);
+            break;
+        }
         progress = true;
+        if (timer_armed(&s->timer) && r->req_body.done)
+            loop_timer_cancel(S_LOOP(s), &s->timer);
     }
     return progress;
 }
@@ -1380,7 +1436,8 @@ static void finish_request(struct session *s)
         return;
     }
     bool upstream_clean = r->resp_body.done && r->req_body.done && outq_empty(&r->up_out) &&
-                          r->resp_keep_alive && buf_len(&r->up_in) == 0 && !r->up_eof;
+                          r->resp_keep_alive && buf_len(&r->up_in) == 0 && !r->up_eof &&
+                          !r->up_rdhup; /* a FIN seen while ours: no edge will tell the pool */
     release_upstream(r, upstream_clean);
     log_request(r);
     bool keep = r->client_keep_alive && !s->closing && r->req_body.done && !s->eof;
@@ -1392,12 +1449,6 @@ static void finish_request(struct session *s)
         return;
     }
     s->phase = PHASE_IDLE;
-    /* A newer config applies from the next request on. */
-    if (s->set != s->w->set) {
-        upstream_set_leave(s->set);
-        s->set = s->w->set;
-        upstream_set_use(s->set);
-    }
     if (buf_len(&s->in) == 0)
         buf_release(&s->in); /* idle connections hold no buffer */
     loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->keepalive_timeout_ms);
@@ -1444,6 +1495,12 @@ static void client_timeout(struct timer *t)
  * started (or was refused). */
 static bool read_request_header(struct session *s)
 {
+    /* A reload applies to a kept-alive connection from its next request. */
+    if (s->set != s->w->set && s->phase == PHASE_IDLE) {
+        upstream_set_leave(s->set);
+        s->set = s->w->set;
+        upstream_set_use(s->set);
+    }
     const struct config *cfg = S_CFG(s);
     for (;;) {
         if (buf_len(&s->in)) {
