@@ -70,6 +70,7 @@ struct config_route {
     size_t path_len;
     struct config_upstream *upstream;
     uint64_t max_body_bytes; /* 0: unlimited; default: client.max_body_size */
+    char *label; /* "host/path" ("*" for any host): names the route in metrics and logs */
     int line, column;
 };
 

@@ -645,6 +645,7 @@ void cfg_free(struct config *cfg)
     for (size_t i = 0; i < cfg->num_routes; i++) {
         free(cfg->routes[i].host);
         free(cfg->routes[i].path);
+        free(cfg->routes[i].label);
     }
     free(cfg->routes);
     free(cfg->listen);

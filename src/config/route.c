@@ -158,6 +158,17 @@ static void unknown_upstream(struct cfg_ctx *ctx, const yaml_node_t *n, const ch
               defined);
 }
 
+/* "host/path", or "*" + path for any host: a stable name for the route. */
+static void route_label(struct cfg_ctx *ctx, struct config_route *r)
+{
+    const char *host = r->host ? r->host : "*";
+    const char *path = r->path ? r->path : "/";
+    size_t n = strlen(host) + strlen(path) + 1;
+    r->label = cfg_calloc(ctx, n, 1);
+    if (r->label)
+        snprintf(r->label, n, "%s%s", host, path);
+}
+
 static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
                        const yaml_node_t *n)
 {
@@ -214,6 +225,7 @@ void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n)
         r->path = cfg_strdup(ctx, "/");
         r->path_len = 1;
         load_route(ctx, r, i + 1, item);
+        route_label(ctx, r);
     }
 }
 

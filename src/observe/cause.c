@@ -16,8 +16,7 @@ static const struct cause_info causes[CAUSE__COUNT] = {
          "The upstream address cannot be reached from this host (no route): the address is "
          "probably wrong.",
          "Check the server address in the upstream's servers list."},
-    [CAUSE_DNS_ERROR] = {502, "dns_error",
-                         "The upstream host name does not resolve.",
+    [CAUSE_DNS_ERROR] = {502, "dns_error", "The upstream host name does not resolve.",
                          "Fix the name in the config or the DNS record, then reload."},
     [CAUSE_CONNECTION_TIMEOUT] =
         {504, "connection_timeout",
@@ -58,9 +57,9 @@ static const struct cause_info causes[CAUSE__COUNT] = {
         {502, "http_response_header_section_size",
          "The upstream's response header section is larger than the limit.",
          "Reduce the headers the backend sends (large cookies?) or raise client.max_header_size."},
-    [CAUSE_DESTINATION_UNAVAILABLE] =
-        {503, "destination_unavailable", "No server of the upstream group is available.",
-         "Bring at least one server of the group back."},
+    [CAUSE_DESTINATION_UNAVAILABLE] = {503, "destination_unavailable",
+                                       "No server of the upstream group is available.",
+                                       "Bring at least one server of the group back."},
     [CAUSE_CONNECTION_LIMIT_REACHED] =
         {503, "connection_limit_reached", "The upstream group is at its connection limit.",
          "The backend is overloaded: add capacity or lower the traffic."},

@@ -139,8 +139,10 @@ struct request {
 
     /* Copies for the access log (the parsed strings point into a buffer
      * that is reused while the body streams). */
-    char logtext[1536];
+    char logtext[1664];
     uint16_t method_len, target_len, referer_len, agent_len, host_len;
+    char accept[256]; /* for the error page format */
+    uint16_t accept_len;
     char rid[REQUEST_ID_MAX + 1];
 
     /* client -> upstream */
@@ -161,6 +163,9 @@ struct request {
     bool up_sent_any; /* a request byte was written on this attempt */
     int attempts;
     int free_retries; /* 1 once a dead pooled connection was replaced */
+    bool attempt_open;  /* an attempt started and its end was not counted yet */
+    bool aborted;       /* the client connection was cut mid-response */
+    struct attempt_evidence evidence[OBSERVE_MAX_ATTEMPTS];
     uint64_t tried;
 
     /* upstream -> client */

@@ -204,6 +204,23 @@ static void housekeeping(struct timer *t)
     loop_timer_set(w->loop, t, w->draining ? DRAIN_CHECK_MS : HOUSEKEEPING_MS);
 }
 
+/* Per-worker upstream state for cfg, with each server's shared counters. */
+static struct upstream_set *worker_set_new(struct worker *w, struct config *cfg)
+{
+    struct upstream_set *set = upstream_set_new(w->loop, cfg);
+    for (size_t i = 0; set && i < set->num_groups; i++) {
+        struct upstream_group *g = &set->groups[i];
+        for (size_t j = 0; j < g->num_servers; j++)
+            g->servers[j].stats = observe_server(g->cfg->name, g->servers[j].cfg->name);
+    }
+    return set;
+}
+
+static void upstream_conn_gauge(int delta)
+{
+    observe_gauge_add(GAUGE_UPSTREAM_CONNECTIONS, delta);
+}
+
 static void worker_command(struct io *io, uint32_t events)
 {
     struct worker *w = container_of(io, struct worker, notify);
@@ -214,7 +231,7 @@ static void worker_command(struct io *io, uint32_t events)
     if (cmds & WORKER_CMD_RELOAD) {
         struct config *cfg = atomic_exchange(&w->pending, NULL);
         if (cfg) {
-            struct upstream_set *set = upstream_set_new(w->loop, cfg);
+            struct upstream_set *set = worker_set_new(w, cfg);
             if (set) {
                 struct upstream_set *old = w->set;
                 w->set = set;
@@ -296,7 +313,7 @@ static struct worker *worker_new(int id, struct config *cfg)
         return NULL;
     w->notify.on_event = worker_command;
     loop_add_listener(w->loop, &w->notify);
-    w->set = upstream_set_new(w->loop, cfg);
+    w->set = worker_set_new(w, cfg);
     if (!w->set)
         return NULL;
     upstream_set_use(w->set);
@@ -383,6 +400,10 @@ static void reload(struct server *srv)
         log_warn("workers changed from %d to %d: takes effect at the next restart",
                  srv->num_workers, cfg->workers);
     apply_logs(cfg);
+    for (size_t i = 0; i < cfg->num_warnings; i++)
+        log_warn("%s", cfg->warnings[i]);
+    observe_configure(cfg);
+    observe_probe_config(cfg, true);
     for (int i = 0; i < srv->num_workers; i++) {
         struct config *old = atomic_exchange(&srv->workers[i]->pending, config_ref(cfg));
         if (old)
@@ -443,6 +464,10 @@ int proxy_run(struct config *cfg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     apply_logs(cfg);
+    upstream_set_conn_hook(upstream_conn_gauge);
+    if (observe_configure(cfg) < 0 || observe_admin_start(cfg) < 0)
+        return 1;
+    observe_probe_config(cfg, true);
 
     for (size_t i = 0; i < cfg->num_listen; i++) {
         char why[256];

@@ -263,6 +263,7 @@ static void session_close(struct session *s)
     if (s->next)
         s->next->prev = s->prev;
     w->num_sessions--;
+    observe_gauge_add(GAUGE_CLIENT_CONNECTIONS, -1);
     upstream_set_leave(s->set);
     s->next = w->graveyard;
     w->graveyard = s;
@@ -307,6 +308,7 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, sockl
         w->sessions->prev = s;
     w->sessions = s;
     w->num_sessions++;
+    observe_gauge_add(GAUGE_CLIENT_CONNECTIONS, 1);
     int rc = loop_add(w->loop, &s->io);
     if (rc < 0) {
         log_error("epoll_ctl() for a new client failed: %s", strerror(-rc));
@@ -341,99 +343,71 @@ void session_close_idle(struct worker *w)
     }
 }
 
-/* ---------- access log ---------- */
+/* ---------- access log and evidence ---------- */
 
-static void log_append(char *out, size_t cap, size_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void log_append(char *out, size_t cap, size_t *n, const char *fmt, ...)
+static int64_t span_ms(uint64_t from, uint64_t to)
 {
-    if (*n >= cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(out + *n, cap - *n, fmt, ap);
-    va_end(ap);
-    if (k > 0)
-        *n += (size_t)k < cap - *n ? (size_t)k : cap - *n - 1;
+    return from && to && to >= from ? (int64_t)(to - from) : -1;
 }
 
-static void log_secs(char *out, size_t cap, size_t *n, const char *name, uint64_t from,
-                     uint64_t to)
-{
-    if (!from || !to || to < from)
-        log_append(out, cap, n, " %s=-", name);
-    else
-        log_append(out, cap, n, " %s=%.3f", name, (double)(to - from) / 1000.0);
-}
-
-/* Combined log format, then key=value upstream evidence. Quotes and
- * control bytes in client strings are escaped so a line is always one line. */
-static void log_quoted(char *out, size_t cap, size_t *n, const char *p, size_t len)
-{
-    if (!len) {
-        log_append(out, cap, n, "\"-\"");
-        return;
-    }
-    log_append(out, cap, n, "\"");
-    for (size_t i = 0; i < len && *n + 5 < cap; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f)
-            *n += (size_t)snprintf(out + *n, cap - *n, "\\x%02X", c);
-        else
-            out[(*n)++] = (char)c;
-    }
-    log_append(out, cap, n, "\"");
-}
-
+/* The request is over: hand its evidence to observe (access log, metrics,
+ * the /errors ring). */
 static void log_request(struct request *r)
 {
-    if (!log_access_enabled())
-        return;
     struct session *s = r->s;
-    char line[4096];
-    size_t n = 0;
     char ip[INET6_ADDRSTRLEN];
     peer_text(s, ip, sizeof(ip));
     const char *t = r->logtext;
-    const char *method = t, *target = method + r->method_len, *referer = target + r->target_len,
-               *agent = referer + r->referer_len;
-    log_append(line, sizeof(line), &n, "%s - - %s \"", ip, log_time_clf());
-    size_t before = n;
-    log_quoted(line, sizeof(line), &n, method, r->method_len);
-    /* drop the quotes log_quoted added: the request line is one quoted field */
-    memmove(line + before, line + before + 1, n - before - 2);
-    n -= 2;
-    line[n++] = ' ';
-    before = n;
-    log_quoted(line, sizeof(line), &n, target, r->target_len);
-    memmove(line + before, line + before + 1, n - before - 2);
-    n -= 2;
-    log_append(line, sizeof(line), &n, " HTTP/1.%d\" %d %llu ", r->minor_version, r->status,
-               (unsigned long long)r->resp_body.bytes);
-    log_quoted(line, sizeof(line), &n, referer, r->referer_len);
-    log_append(line, sizeof(line), &n, " ");
-    log_quoted(line, sizeof(line), &n, agent, r->agent_len);
-    if (r->server)
-        log_append(line, sizeof(line), &n, " upstream=%s", r->server->cfg->addr.text);
-    else
-        log_append(line, sizeof(line), &n, " upstream=-");
-    if (r->upstream_status)
-        log_append(line, sizeof(line), &n, " upstream_status=%d", r->upstream_status);
-    else
-        log_append(line, sizeof(line), &n, " upstream_status=-");
-    log_secs(line, sizeof(line), &n, "connect", r->t_connect_ms, r->t_connected_ms);
-    log_secs(line, sizeof(line), &n, "header", r->t_connect_ms, r->t_header_ms);
-    log_secs(line, sizeof(line), &n, "upstream_total", r->t_connect_ms,
-             r->t_connect_ms ? loop_now_ms(S_LOOP(s)) : 0);
-    log_secs(line, sizeof(line), &n, "total", r->t_start_ms, loop_now_ms(S_LOOP(s)));
-    log_append(line, sizeof(line), &n, " attempts=%d error=%s rid=%s\n", r->attempts,
-               r->cause ? cause_get(r->cause)->proxy_status : "-", r->rid);
-    if (n >= sizeof(line) - 1) {
-        n = sizeof(line) - 1;
-        line[n - 1] = '\n';
-    }
-    log_access_write(line, n);
+    uint64_t now = loop_now_ms(S_LOOP(s));
+    struct request_record rec = {
+        .rid = r->rid,
+        .client_ip = ip,
+        .method = t,
+        .method_len = r->method_len,
+        .target = t + r->method_len,
+        .target_len = r->target_len,
+        .referer = t + r->method_len + r->target_len,
+        .referer_len = r->referer_len,
+        .user_agent = t + r->method_len + r->target_len + r->referer_len,
+        .user_agent_len = r->agent_len,
+        .host = t + r->method_len + r->target_len + r->referer_len + r->agent_len,
+        .host_len = r->host_len,
+        .minor_version = r->minor_version,
+        .status = r->status,
+        .upstream_status = r->upstream_status,
+        .cause = r->cause,
+        .err = r->err,
+        .aborted = r->aborted,
+        .route = r->route ? r->route->label : "-",
+        .upstream_group = r->group ? r->group->cfg->name : NULL,
+        .upstream_server = r->server ? r->server->cfg->name : NULL,
+        .num_attempts = r->attempts,
+        .body_bytes_sent = r->resp_body.bytes,
+        .request_body_bytes = r->req_body.bytes,
+        .connect_ms = span_ms(r->t_connect_ms, r->t_connected_ms),
+        .header_ms = span_ms(r->t_connect_ms, r->t_header_ms),
+        .upstream_ms = r->t_connect_ms ? span_ms(r->t_connect_ms, now) : -1,
+        .total_ms = span_ms(r->t_start_ms, now),
+    };
+    int n = r->attempts < OBSERVE_MAX_ATTEMPTS ? r->attempts : OBSERVE_MAX_ATTEMPTS;
+    memcpy(rec.attempts, r->evidence, (size_t)n * sizeof(rec.attempts[0]));
+    observe_request(&rec);
     worker_defer_flush(s->w);
+}
+
+/* The current attempt is over: keep its evidence, count it per server. */
+static void attempt_end(struct request *r, enum cause cause, int err)
+{
+    if (!r->attempt_open)
+        return;
+    r->attempt_open = false;
+    uint64_t now = loop_now_ms(S_LOOP(r->s));
+    int64_t connect_ms = span_ms(r->t_connect_ms, r->t_connected_ms);
+    int64_t header_ms = cause == CAUSE_NONE ? span_ms(r->t_connect_ms, now) : -1;
+    if (r->attempts >= 1 && r->attempts <= OBSERVE_MAX_ATTEMPTS)
+        r->evidence[r->attempts - 1] = (struct attempt_evidence){
+            r->server->cfg->name, cause, err, connect_ms, r->uc && r->uc->reused};
+    observe_attempt_end(r->server->stats, cause, err, connect_ms, header_ms, r->rid);
 }
 
 static void request_log_text(struct request *r, const struct http_request *hr)
@@ -451,7 +425,15 @@ static void request_log_text(struct request *r, const struct http_request *hr)
         {hr->target, hr->target_len, &r->target_len, 1024},
         {ref ? ref->value : NULL, ref ? ref->value_len : 0, &r->referer_len, 256},
         {ua ? ua->value : NULL, ua ? ua->value_len : 0, &r->agent_len, 200},
+        {hr->host, hr->host ? hr->host_len : 0, &r->host_len, 128},
     };
+    const struct http_header *acc = http_find_header(hr->headers, hr->num_headers, "Accept");
+    r->accept_len = 0;
+    if (acc) {
+        r->accept_len = (uint16_t)(acc->value_len < sizeof(r->accept) ? acc->value_len
+                                                                     : sizeof(r->accept));
+        memcpy(r->accept, acc->value, r->accept_len);
+    }
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
         size_t len = parts[i].len < parts[i].max ? parts[i].len : parts[i].max;
         if (len > cap - n)
@@ -464,6 +446,9 @@ static void request_log_text(struct request *r, const struct http_request *hr)
 }
 
 /* ---------- generated responses ---------- */
+
+/* Error pages are built here first: custom pages may be up to 32 KiB. */
+static __thread char page[40 * 1024];
 
 /* Build a whole response of ours (error page) in cl_out. */
 static void respond_generated(struct request *r, int status, enum cause cause)
@@ -478,28 +463,31 @@ static void respond_generated(struct request *r, int status, enum cause cause)
         session_close(s);
         return;
     }
-    const struct cause_info *ci = cause_get(cause);
-    char body[512];
-    int blen = snprintf(body, sizeof(body), "%d %s\n%s\nrequest id: %s\n", status,
-                        http_status_reason(status), ci->proxy_status, r->rid);
-    char head[1280];
+    /* Details (addresses, errno) reach the client only when the config
+     * says so: never leak internal addresses to the public by default. */
+    char details[320];
+    bool exposed = observe_expose_details() && r->server;
+    if (exposed)
+        snprintf(details, sizeof(details), "%s: %s", r->server->cfg->addr.text,
+                 r->err ? strerror(r->err) : cause_get(cause)->sentence);
+    const char *ctype;
+    size_t blen = observe_error_page(page, sizeof(page), status, cause, r->rid, r->accept,
+                                     r->accept_len, exposed ? details : NULL, &ctype);
+    char head[1024];
     int hlen = snprintf(head, sizeof(head),
                         "HTTP/1.1 %d %s\r\n"
                         "Server: bulwark\r\n"
-                        "Content-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %d\r\n"
-                        "Cache-Control: no-store\r\n",
-                        status, http_status_reason(status), blen);
+                        "Content-Type: %s\r\n"
+                        "Content-Length: %zu\r\n"
+                        "Cache-Control: no-store\r\n"
+                        "Proxy-Status: ",
+                        status, http_status_reason(status), ctype, blen);
     buf_append(&r->cl_out.gen, head, (size_t)hlen);
-    if (ci->proxy_status) {
-        if (r->server)
-            hlen = snprintf(head, sizeof(head), "Proxy-Status: bulwark; error=%s; next-hop=\"%s\"\r\n",
-                            ci->proxy_status, r->server->cfg->addr.text);
-        else
-            hlen = snprintf(head, sizeof(head), "Proxy-Status: bulwark; error=%s\r\n",
-                            ci->proxy_status);
-        buf_append(&r->cl_out.gen, head, (size_t)hlen);
-    }
+    size_t pl = observe_proxy_status(head, sizeof(head), cause,
+                                     r->server ? r->server->cfg->addr.text : NULL,
+                                     exposed ? details : NULL);
+    buf_append(&r->cl_out.gen, head, pl);
+    buf_append(&r->cl_out.gen, "\r\n", 2);
     hlen = snprintf(head, sizeof(head), "X-Request-Id: %s\r\n", r->rid);
     buf_append(&r->cl_out.gen, head, (size_t)hlen);
     if (s->closing || !r->client_keep_alive)
@@ -508,8 +496,8 @@ static void respond_generated(struct request *r, int status, enum cause cause)
         buf_append(&r->cl_out.gen, "Connection: keep-alive\r\n", 24);
     buf_append(&r->cl_out.gen, "\r\n", 2);
     if (r->method != HTTP_METHOD_HEAD) {
-        buf_append(&r->cl_out.gen, body, (size_t)blen);
-        r->resp_body.bytes = (uint64_t)blen;
+        buf_append(&r->cl_out.gen, page, blen);
+        r->resp_body.bytes = blen;
     }
 }
 
@@ -532,6 +520,7 @@ static void fail_request(struct request *r, enum cause cause, int err)
                       ci->proxy_status, r->rid);
         if (!r->status)
             r->status = ci->status ? ci->status : 502;
+        r->aborted = true;
         log_request(r);
         session_close(s);
         return;
@@ -566,6 +555,7 @@ static void refuse_request(struct session *s, struct request *r, int status, enu
 static void log_attempt_detail(struct request *r, const char *what, enum cause cause, int err,
                                const char *detail)
 {
+    attempt_end(r, cause, err);
     char ip[INET6_ADDRSTRLEN];
     peer_text(r->s, ip, sizeof(ip));
     if (!detail)
@@ -579,6 +569,8 @@ static void log_attempt_failure(struct request *r, const char *what, enum cause 
 {
     log_attempt_detail(r, what, cause, err, NULL);
 }
+
+/* Every attempt's end goes through here or start_response. */
 
 /* An upstream failure that no retry can mend: log its evidence, answer. */
 static void upstream_failed(struct request *r, const char *what, enum cause cause, int err)
@@ -617,6 +609,7 @@ static void attempt_failed(struct request *r, enum cause cause, int err, bool re
     const char *what = request_sent ? "request to" : "connect() to";
     if (allowed && reused && cause == CAUSE_CONNECTION_TERMINATED && !r->free_retries) {
         r->free_retries = 1;
+        attempt_end(r, cause, err);
         log_info("pooled connection to %s (upstream \"%s\") was closed by the upstream; "
                  "sending the request again on a new connection rid=%s",
                  r->server->cfg->addr.text, r->group->cfg->name, r->rid);
@@ -654,6 +647,8 @@ static void connect_upstream(struct request *r)
         r->up_any_byte = r->up_sent_any = r->up_eof = r->up_rdhup = false;
         r->t_connect_ms = loop_now_ms(S_LOOP(s));
         r->t_connected_ms = r->t_header_ms = 0;
+        observe_attempt_start(srv->stats);
+        r->attempt_open = true;
         if (srv->cfg->addr.len == 0) {
             /* the name did not resolve at load */
             log_attempt_failure(r, "DNS lookup for", CAUSE_DNS_ERROR, 0);
@@ -674,6 +669,7 @@ static void connect_upstream(struct request *r)
             }
             continue;
         }
+        observe_pool_acquire(uc->reused);
         r->uc = uc;
         uc->owner = r;
         uc->io.on_event = upstream_event;
@@ -847,21 +843,6 @@ static void new_request_id(struct request *r, struct worker *w)
              w->rid_salt & 0xffffff, (unsigned long long)(seq & 0xffffffffull));
 }
 
-/* A client's X-Request-Id is kept only if it cannot inject anything into
- * headers or logs: 1-128 bytes of [A-Za-z0-9._:-]. */
-static bool request_id_valid(const char *p, size_t n)
-{
-    if (n == 0 || n > REQUEST_ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 static void host_and_path(const struct http_request *hr, const char **path, size_t *path_len)
 {
     const char *t = hr->target;
@@ -897,7 +878,7 @@ static void start_request(struct session *s, struct request *r, const struct htt
     r->upgrade = hr->upgrade;
     request_log_text(r, hr);
     const struct http_header *rid = http_find_header(hr->headers, hr->num_headers, "X-Request-Id");
-    if (rid && request_id_valid(rid->value, rid->value_len)) {
+    if (rid && observe_request_id_valid(rid->value, rid->value_len)) {
         memcpy(r->rid, rid->value, rid->value_len);
         r->rid[rid->value_len] = '\0';
     }
@@ -1051,6 +1032,7 @@ static bool start_response(struct request *r, const struct http_response *resp, 
     }
     r->status = resp->status;
     r->t_header_ms = loop_now_ms(S_LOOP(s));
+    attempt_end(r, CAUSE_NONE, 0);
     r->resp_keep_alive = resp->keep_alive;
     struct body *b = &r->resp_body;
     b->framing = resp->framing;

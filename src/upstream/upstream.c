@@ -27,6 +27,18 @@ static void sweep_graveyard(struct deferred *d)
     }
 }
 
+static void no_hook(int delta)
+{
+    (void)delta;
+}
+
+static void (*conn_hook)(int delta) = no_hook;
+
+void upstream_set_conn_hook(void (*hook)(int delta))
+{
+    conn_hook = hook ? hook : no_hook;
+}
+
 static void ignore_event(struct io *io, uint32_t events)
 {
     (void)io;
@@ -39,6 +51,7 @@ static void conn_destroy(struct loop *loop, struct upstream_conn *c)
     if (c->io.fd >= 0) {
         close(c->io.fd); /* close() also removes it from epoll */
         c->io.fd = -1;
+        conn_hook(-1);
     }
     c->io.on_event = ignore_event;
     c->next = graveyard;
@@ -290,6 +303,7 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out)
         free(c);
         return rc;
     }
+    conn_hook(1);
     s->in_flight++;
     *out = c;
     return 0;

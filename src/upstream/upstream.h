@@ -17,6 +17,7 @@
 #include "core/core.h"
 
 struct upstream_server;
+struct server_stats; /* observe's shared counters; attached by the proxy */
 
 /* A connection to an upstream server. While a session uses it the session
  * sets io.on_event and owner; while pooled, the pool owns it. */
@@ -39,6 +40,7 @@ struct upstream_server {
     uint32_t in_flight; /* exchanges on this worker now (least_conn) */
     struct upstream_conn *idle; /* head of idle connections, most recent first */
     uint32_t idle_count;
+    struct server_stats *stats; /* not owned; set by whoever built the set */
 };
 
 struct upstream_group {
@@ -84,6 +86,10 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out);
  * upstream allows keep-alive; it goes to the idle pool (bounded by
  * keepalive max_idle, idle timeout), else it is closed. Never touch c after. */
 void upstream_release(struct upstream_conn *c, bool reusable);
+
+/* Called with +1 when a connection to an upstream opens and -1 when it
+ * closes (for a gauge). Set once at start-up, before workers run. */
+void upstream_set_conn_hook(void (*hook)(int delta));
 
 /* Check a just-finished non-blocking connect: 0 or -errno (SO_ERROR). */
 int upstream_connect_result(struct upstream_conn *c);

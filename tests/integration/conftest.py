@@ -44,6 +44,10 @@ class Bulwark:
         text = config.replace("{port}", str(self.port))
         if "log:" not in text:
             text += f"\nlog:\n  access: {self.access_path}\n  error: {self.error_path}\n"
+        if "probe_at_start" not in text:
+            # the start-up probe opens a connection to every origin, which tests
+            # counting upstream connections must not see (test_startup_probe.py covers it)
+            text += "\nprobe_at_start: false\n"
         with open(self.config_path, "w") as f:
             f.write(text)
 

@@ -1,0 +1,50 @@
+"""At start and after each reload bulwark probes every upstream server once and logs
+a warning per unreachable one, with the cause sentence; start-up does not wait for it
+(the backend may come up later). probe_at_start: false turns it off. The tests set
+probe_at_start explicitly: other suites may turn it off to count origin connections."""
+import time
+
+from conftest import simple_config
+from origins import free_port
+from origins.faulty import Blackhole, fetch
+
+ON = "probe_at_start: true\n"
+
+
+def test_unreachable_server_is_logged_at_start(bulwark, origin):
+    up = origin()
+    dead = f"127.0.0.1:{free_port()}"
+    b = bulwark(simple_config([up.addr, dead], extra_top=ON))
+    b.wait_log(rf'\[warn\] upstream "app" server {dead} is unreachable: connection_refused '
+               r"\(Connection refused\): Nothing is listening")
+    assert f"server {up.addr} is unreachable" not in b.error_log()
+
+
+def test_start_does_not_wait_for_the_probe(bulwark):
+    hole = Blackhole()
+    try:
+        t0 = time.monotonic()
+        b = bulwark(simple_config([hole.addr], extra_upstream="    connect_timeout: 3s\n",
+                                  extra_top=ON))
+        assert time.monotonic() - t0 < 2.0, "start-up waited for a 3 s probe"
+        b.wait_log(rf'upstream "app" server {hole.addr} is unreachable: connection_timeout',
+                   timeout=10)
+    finally:
+        hole.close()
+
+
+def test_reload_probes_the_new_servers(bulwark, origin):
+    up = origin()
+    b = bulwark(simple_config([up.addr], extra_top=ON))
+    dead = f"127.0.0.1:{free_port()}"
+    assert b.reload(simple_config([up.addr, dead], extra_top=ON))
+    b.wait_log(rf'upstream "app" server {dead} is unreachable: connection_refused')
+
+
+def test_probe_at_start_false_opens_no_connection(bulwark, origin):
+    up = origin()
+    b = bulwark(simple_config([up.addr], extra_top="probe_at_start: false\n"))
+    time.sleep(0.3)  # a probe, if any, would have connected by now
+    assert up.connections == 0
+    assert fetch(b.port, "/echo").status == 200
+    assert up.connections == 1
