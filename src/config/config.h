@@ -58,7 +58,7 @@ struct config_upstream {
     uint32_t read_timeout_ms;    /* default 60s: header wait and between body reads */
     uint32_t send_timeout_ms;    /* default 60s: between writes that make progress */
     int retries;                 /* extra attempts after the first, default 2 */
-    int keepalive_max_idle;      /* idle connections kept per server per worker, default 32; 0 disables */
+    int keepalive_max_idle;      /* idle connections kept per server per worker, default 256; 0 disables */
     uint32_t keepalive_idle_timeout_ms; /* default 60s */
     int line, column; /* where it was defined, for messages */
 };

@@ -258,7 +258,7 @@ void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n)
         up->read_timeout_ms = 60 * 1000;
         up->send_timeout_ms = 60 * 1000;
         up->retries = 2;
-        up->keepalive_max_idle = 32;
+        up->keepalive_max_idle = 256;
         up->keepalive_idle_timeout_ms = 60 * 1000;
         load_upstream(ctx, up, cfg_node(ctx, p->value));
     }

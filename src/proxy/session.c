@@ -728,6 +728,17 @@ static bool header_is(const struct http_header *h, const char *name, size_t len)
     return h->name_len == len && strncasecmp(h->name, name, len) == 0;
 }
 
+static void append_u64(struct buf *b, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[sizeof(digits) - ++n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    buf_append(b, digits + sizeof(digits) - n, n);
+}
+
 static void append_header(struct buf *b, const struct http_header *h)
 {
     buf_append(b, h->name, h->name_len);
@@ -757,7 +768,6 @@ static int build_upstream_request(struct request *r, const struct http_request *
     struct buf *b = &r->up_out.gen;
     if (buf_acquire(b) < 0)
         return -1;
-    char tmp[256];
     /* RFC 9112 3.2: the request-target is forwarded exactly as received. */
     buf_append(b, hr->method, hr->method_len);
     buf_append(b, " ", 1);
@@ -818,29 +828,32 @@ static int build_upstream_request(struct request *r, const struct http_request *
         append_values(b, hr, "Via", 3);
         buf_append(b, hr->minor_version ? "1.1 bulwark\r\n" : "1.0 bulwark\r\n", 13);
     }
-    int n;
     if (hr->framing == HTTP_FRAMING_LENGTH) {
-        n = snprintf(tmp, sizeof(tmp), "Content-Length: %llu\r\n",
-                     (unsigned long long)hr->content_length);
-        buf_append(b, tmp, (size_t)n);
+        buf_append(b, "Content-Length: ", 16);
+        append_u64(b, hr->content_length);
+        buf_append(b, "\r\n", 2);
     } else if (hr->framing == HTTP_FRAMING_CHUNKED) {
         buf_append(b, "Transfer-Encoding: chunked\r\n", 28);
     }
-    n = snprintf(tmp, sizeof(tmp), "X-Request-Id: %.*s\r\n\r\n", REQUEST_ID_MAX, r->rid);
-    if (buf_room(b) < (size_t)n)
-        return -1;
-    buf_append(b, tmp, (size_t)n);
+    buf_append(b, "X-Request-Id: ", 14);
+    buf_append(b, r->rid, strlen(r->rid));
+    buf_append(b, "\r\n\r\n", 4);
     r->up_hdr_len = (uint32_t)buf_len(b);
     return 0;
 }
 
 /* ---------- start of a request ---------- */
 
+/* 16 hex digits: worker id, a per-start salt, the worker's request count.
+ * Unique per instance run without any shared counter. */
 static void new_request_id(struct request *r, struct worker *w)
 {
-    uint64_t seq = ++w->request_seq;
-    snprintf(r->rid, sizeof(r->rid), "%02x%06x%08llx", (unsigned)w->id & 0xff,
-             w->rid_salt & 0xffffff, (unsigned long long)(seq & 0xffffffffull));
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = ((uint64_t)(w->id & 0xff) << 56) | ((uint64_t)(w->rid_salt & 0xffffff) << 32) |
+                 (++w->request_seq & 0xffffffffull);
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        r->rid[i] = hex[v & 15];
+    r->rid[16] = '\0';
 }
 
 static void host_and_path(const struct http_request *hr, const char **path, size_t *path_len)
@@ -957,9 +970,11 @@ static int build_client_response(struct request *r, const struct http_response *
     struct buf *b = &r->cl_out.gen;
     if (buf_acquire(b) < 0)
         return -1;
-    char tmp[128];
-    int n = snprintf(tmp, sizeof(tmp), "HTTP/1.1 %d ", resp->status);
-    buf_append(b, tmp, (size_t)n);
+    char status[13] = "HTTP/1.1 000 ";
+    status[9] = (char)('0' + resp->status / 100);
+    status[10] = (char)('0' + resp->status / 10 % 10);
+    status[11] = (char)('0' + resp->status % 10);
+    buf_append(b, status, sizeof(status));
     buf_append(b, resp->reason, resp->reason_len);
     buf_append(b, "\r\n", 2);
     bool switching = resp->status == 101;
@@ -983,17 +998,15 @@ static int build_client_response(struct request *r, const struct http_response *
         buf_append(b, "\r\n", 2);
         return 0;
     }
-    if (cfg->via) {
-        n = snprintf(tmp, sizeof(tmp), "Via: 1.%d bulwark\r\n", resp->minor_version);
-        buf_append(b, tmp, (size_t)n);
-    }
+    if (cfg->via)
+        buf_append(b, resp->minor_version ? "Via: 1.1 bulwark\r\n" : "Via: 1.0 bulwark\r\n", 18);
     buf_append(b, "X-Request-Id: ", 14);
     buf_append(b, r->rid, strlen(r->rid));
     buf_append(b, "\r\n", 2);
     if (resp->framing == HTTP_FRAMING_LENGTH) {
-        n = snprintf(tmp, sizeof(tmp), "Content-Length: %llu\r\n",
-                     (unsigned long long)resp->content_length);
-        buf_append(b, tmp, (size_t)n);
+        buf_append(b, "Content-Length: ", 16);
+        append_u64(b, resp->content_length);
+        buf_append(b, "\r\n", 2);
     } else if (r->resp_body.chunked_out) {
         buf_append(b, "Transfer-Encoding: chunked\r\n", 28);
     }

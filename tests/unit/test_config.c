@@ -269,7 +269,7 @@ static void test_applies_defaults(void **state)
     assert_int_equal(up->read_timeout_ms, 60000);
     assert_int_equal(up->send_timeout_ms, 60000);
     assert_int_equal(up->retries, 2);
-    assert_int_equal(up->keepalive_max_idle, 32);
+    assert_int_equal(up->keepalive_max_idle, 256);
     assert_int_equal(up->keepalive_idle_timeout_ms, 60000);
     assert_int_equal(up->servers[0].weight, 1);
 
