@@ -1,12 +1,16 @@
 """Upstream keep-alive pools: connections are reused, a pooled connection the origin
 closed is replaced without the client noticing, `Connection: close` is honoured,
 `keepalive: 0` disables pooling and idle connections close after idle_timeout."""
+import hashlib
+import json
 import re
+import socket
 import threading
 import time
 
 from conftest import simple_config
-from origins.faulty import drain_request, fetch, record, respond
+from origins import iter_body, read_request
+from origins.faulty import drain_request, fetch, record, reset, respond
 
 
 def access_lines(b, n, timeout=5.0):
@@ -74,6 +78,16 @@ def test_sequential_requests_reuse_one_upstream_connection(bulwark, origin):
     assert_clean(b, 5)
 
 
+def test_pooled_connection_the_origin_closed_while_idle_is_replaced(bulwark, origin):
+    o = origin(answer_then_close())
+    b = bulwark(simple_config([o.addr]))
+    for i in range(20):
+        resp = fetch(b.port, f"/x?i={i}")
+        assert resp.status == 200 and resp.data == b"once", (i, resp.head)
+    assert len(o.requests) == 20
+    assert_clean(b, 20)
+
+
 def test_pooled_connection_dropped_when_reused_is_replaced_even_with_retries_0(bulwark, origin):
     # The keep-alive race: the origin closes the connection just as the proxy sends on it.
     # Replacing a stale pooled connection is not a retry, so retries: 0 does not stop it.
@@ -86,6 +100,86 @@ def test_pooled_connection_dropped_when_reused_is_replaced_even_with_retries_0(b
     assert o.connections >= 6
     # The origin dropped requests the proxy had sent: the error log may say so.
     assert_clean(b, 6, error_log=False)
+
+
+def sink_answer(c, headers):
+    h = hashlib.sha256()
+    n = 0
+    for piece in iter_body(c, headers):
+        h.update(piece)
+        n += len(piece)
+    respond(c, json.dumps({"length": n, "sha256": h.hexdigest()}).encode())
+
+
+def test_post_read_then_dropped_on_a_pooled_connection_is_not_replayed(bulwark, origin):
+    # The origin read the whole POST and closed without an answer: it may have acted on
+    # it, so the proxy must not send it again, pooled connection or not.
+    reads = []
+
+    def handler(c, o):
+        first = True
+        while True:
+            method, target, _v, headers = read_request(c)
+            reads.append(target)
+            if not first:
+                for _ in iter_body(c, headers):
+                    pass
+                return  # read the second request of a connection, then drop it
+            first = False
+            record(o, method, target, headers)
+            sink_answer(c, headers)
+
+    o = origin(handler)
+    b = bulwark(simple_config([o.addr], extra_upstream="    retries: 2\n"))
+    body = bytes(range(256)) * 200
+    first = fetch(b.port, "/sink?i=1", method="POST", body=body)
+    assert first.status == 200, first.head
+    dropped = fetch(b.port, "/sink?i=2", method="POST", body=body)
+    assert dropped.status == 502, dropped.head
+    assert dropped.get("proxy-status") == \
+        f'bulwark; error=connection_terminated; next-hop="{o.addr}"'
+    assert reads == ["/sink?i=1", "/sink?i=2"], "the dropped POST must not be sent again"
+    third = fetch(b.port, "/sink?i=3", method="POST", body=body)
+    assert third.status == 200 and json.loads(third.data)["length"] == len(body)
+    assert reads == ["/sink?i=1", "/sink?i=2", "/sink?i=3"]
+    line = b.wait_log(rf"(?m)^.*\"POST /sink\?i=2 HTTP/1.1\" 502 .*$", what="access").group(0)
+    assert " attempts=1 error=connection_terminated " in line, line
+
+
+def test_post_whose_bytes_the_upstream_refused_is_resent_whole(bulwark, origin):
+    # The upstream resets the first connection before reading anything, so the proxy's
+    # write fails: nothing reached the application and the POST is sent again, whole.
+    # A small MSS and receive window on the origin keep the proxy's first writev()
+    # partial (on loopback a 64 KiB write otherwise completes at once).
+    state = {"connections": 0}
+
+    def handler(c, o):
+        with o.lock:
+            state["connections"] += 1
+            first = state["connections"] == 1
+        if first:
+            reset(c.sock)
+            return
+        while True:
+            method, target, _v, headers = read_request(c)
+            record(o, method, target, headers)
+            sink_answer(c, headers)
+
+    o = origin(handler)
+    o.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    o.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    b = bulwark(simple_config([o.addr], extra_upstream="    retries: 1\n"))
+    body = bytes(range(256)) * 234  # 59904 bytes: fits the proxy's 64 KiB client buffer
+    resp = fetch(b.port, "/sink", method="POST", body=body)
+    assert resp.status == 200, resp.head
+    assert json.loads(resp.data) == {"length": len(body),
+                                     "sha256": hashlib.sha256(body).hexdigest()}
+    assert len(o.requests) == 1 and state["connections"] == 2
+    line = b.wait_log(r"(?m)^.*\"POST /sink HTTP/1.1\" 200 .*$", what="access").group(0)
+    assert " attempts=2 error=- " in line, line
+    # (the reset may also be seen as the connect's result, before any write: same rule)
+    b.wait_log(rf"(request|connect\(\)) to {o.addr} \(upstream \"app\"\) failed: "
+               r".*cause=connection_terminated attempt=1 ")
 
 
 def test_origin_closing_after_each_response_is_not_pooled(bulwark, origin):

@@ -41,6 +41,17 @@ def test_reload_sends_new_requests_to_the_new_upstream(bulwark, origin):
     assert len(a.requests) == 1
 
 
+def test_keep_alive_client_connection_survives_reload_and_uses_the_new_config(bulwark, origin):
+    a, b_ = origin(), origin()
+    b = bulwark(simple_config([a.addr]))
+    with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
+        assert port_of(fetch(b.port, "/echo?n=1", sock=s)) == a.port
+        assert b.reload(simple_config([b_.addr])) is True
+        resp = fetch(b.port, "/echo?n=2", sock=s)
+        assert port_of(resp) == b_.port, "the next request on the connection uses the new config"
+        assert not resp.eof
+
+
 def test_reload_with_a_syntax_error_is_refused_and_the_old_config_keeps_serving(bulwark, origin):
     a, b_ = origin(), origin()
     b = bulwark(simple_config([a.addr]))
