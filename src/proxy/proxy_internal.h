@@ -99,6 +99,7 @@ enum session_phase {
     PHASE_IDLE = 0, /* between requests (keep-alive) */
     PHASE_HEADER,   /* some bytes of a request header arrived */
     PHASE_REQUEST,  /* a request is being served */
+    PHASE_LINGER,   /* response sent, closing: dropping what the client still sends */
 };
 
 struct session {

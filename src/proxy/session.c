@@ -32,6 +32,11 @@
 #define REQUEST_FREE_RESERVE 64
 
 static void session_drive(struct session *s);
+static void session_linger(struct session *s);
+
+/* How long a closing connection keeps reading (and dropping) what the client
+ * still sends, so our last response is not destroyed by a reset. */
+#define LINGER_MS 2000
 static void upstream_event(struct io *io, uint32_t events);
 
 /* ---------- small helpers ---------- */
@@ -1436,9 +1441,17 @@ static void finish_request(struct session *s)
     release_upstream(r, upstream_clean);
     log_request(r);
     bool keep = r->client_keep_alive && !s->closing && r->req_body.done && !s->eof;
+    /* We close while the client may still be sending (a refused request,
+     * an unread body): linger, or its unread bytes make our close a reset
+     * that can destroy the response before the client reads it. */
+    bool linger = !keep && !s->eof && (r->generated || !r->req_body.done || buf_len(&s->in));
     request_free(s->w, r);
     s->req = NULL;
     s->requests++;
+    if (linger) {
+        session_linger(s);
+        return;
+    }
     if (!keep) {
         session_close(s);
         return;
@@ -1451,10 +1464,44 @@ static void finish_request(struct session *s)
 
 /* ---------- the client side between requests ---------- */
 
+/* Our response is sent and we are closing: half-close, then read and drop
+ * what the client still sends until it closes, for at most LINGER_MS
+ * (a fixed bound: a client cannot extend it). */
+static void session_linger(struct session *s)
+{
+    s->phase = PHASE_LINGER;
+    shutdown(s->io.fd, SHUT_WR);
+    buf_release(&s->in);
+    loop_timer_set(S_LOOP(s), &s->timer, LINGER_MS);
+    s->readable = true;
+}
+
+static void linger_read(struct session *s)
+{
+    char sink[4096];
+    while (s->readable) {
+        ssize_t n = read(s->io.fd, sink, sizeof(sink));
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->readable = false;
+            return;
+        }
+        session_close(s); /* EOF or error: the client is done */
+        return;
+    }
+}
+
 static void client_timeout(struct timer *t)
 {
     struct session *s = container_of(t, struct session, timer);
     struct request *r = s->req;
+    if (s->phase == PHASE_LINGER) {
+        session_close(s);
+        return;
+    }
     if (!r) {
         if (s->phase == PHASE_HEADER) {
             /* RFC 9110 15.5.9: 408 for a request header that never completed */
@@ -1553,6 +1600,10 @@ static bool read_request_header(struct session *s)
 static void session_drive(struct session *s)
 {
     while (!s->closed) {
+        if (s->phase == PHASE_LINGER) {
+            linger_read(s);
+            return;
+        }
         if (s->req) {
             drive_request(s);
             if (s->req || s->closed)
