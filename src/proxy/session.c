@@ -563,11 +563,15 @@ static void log_attempt_detail(struct request *r, const char *what, enum cause c
     attempt_end(r, cause, err);
     char ip[INET6_ADDRSTRLEN];
     peer_text(r->s, ip, sizeof(ip));
+    const struct cause_info *ci = cause_get(cause);
     if (!detail)
-        detail = err ? strerror(err) : cause_get(cause)->sentence;
-    log_error("%s %s (upstream \"%s\") failed: %s; cause=%s attempt=%d client=%s rid=%s", what,
-              r->server ? r->server->cfg->addr.text : "-", r->group->cfg->name, detail,
-              cause_get(cause)->proxy_status, r->attempts, ip, r->rid);
+        detail = err ? strerror(err) : "no error code";
+    uint64_t now = loop_now_ms(S_LOOP(r->s));
+    log_error("%s %s (upstream \"%s\") failed: %s. %s Next step: %s; cause=%s attempt=%d "
+              "elapsed_ms=%llu client=%s rid=%s",
+              what, r->server ? r->server->cfg->addr.text : "-", r->group->cfg->name, detail,
+              ci->sentence, ci->fix, ci->proxy_status, r->attempts,
+              (unsigned long long)(r->t_connect_ms ? now - r->t_connect_ms : 0), ip, r->rid);
 }
 
 static void log_attempt_failure(struct request *r, const char *what, enum cause cause, int err)

@@ -40,7 +40,8 @@ def test_connect_failure_is_retried_on_the_next_server(bulwark, origin):
     assert retried, "round robin must have sent at least one request to the dead server first:\n" \
         + "\n".join(lines)
     for rid in retried:
-        b.wait_log(rf"connect\(\) to {dead} \(upstream \"app\"\) failed: Connection refused; "
+        b.wait_log(rf"connect\(\) to {dead} \(upstream \"app\"\) failed: Connection refused\. "
+                   rf"Nothing is listening[^\n]*; "
                    rf"cause=connection_refused attempt=1 .*rid={rid}")
     assert all(" attempts=1 " in l for rid, l in zip(rids, lines) if rid not in retried)
 
