@@ -92,6 +92,16 @@ def test_x_forwarded_for_is_appended(bulwark, origin):
     assert values(d, "X-Forwarded-For") == ["127.0.0.1"]
 
 
+def test_x_forwarded_for_keeps_every_earlier_hop(bulwark, origin):
+    """Two X-Forwarded-For lines are one list (RFC 9110 5.3): none is dropped."""
+    o = origin()
+    b = bulwark(simple_config([o.addr]))
+    _, d = echo(b, b"GET /echo HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 198.51.100.1\r\n"
+                   b"X-Forwarded-For: 203.0.113.7, 192.0.2.9\r\n\r\n")
+    joined = ", ".join(values(d, "X-Forwarded-For"))
+    assert joined == "198.51.100.1, 203.0.113.7, 192.0.2.9, 127.0.0.1", d["headers"]
+
+
 def test_x_forwarded_proto_and_host_are_set_not_trusted(bulwark, origin):
     o = origin()
     b = bulwark(simple_config([o.addr]))
@@ -113,6 +123,13 @@ def test_via_is_added_both_ways(bulwark, origin):
     _, d = echo(b, b"GET /echo HTTP/1.0\r\n\r\n")
     assert values(d, "Via") == ["1.0 bulwark"]
     assert d["version"] == "HTTP/1.1"
+
+
+def test_via_keeps_every_earlier_hop(bulwark, origin):
+    o = origin()
+    b = bulwark(simple_config([o.addr]))
+    _, d = echo(b, b"GET /echo HTTP/1.1\r\nHost: t\r\nVia: 1.0 fred\r\nVia: 1.1 cdn\r\n\r\n")
+    assert ", ".join(values(d, "Via")) == "1.0 fred, 1.1 cdn, 1.1 bulwark", d["headers"]
 
 
 def test_via_from_the_upstream_is_kept(bulwark, origin):

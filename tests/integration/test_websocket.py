@@ -38,6 +38,88 @@ def test_upgrade_is_forwarded_with_its_headers(bulwark, origin):
     c.sock.close()
 
 
+def test_text_and_binary_frames_are_echoed(bulwark, origin):
+    o = origin()
+    b = bulwark(simple_config([o.addr]))
+    c = handshake(b)
+    messages = [
+        (1, "hello".encode()),
+        (1, "ünïcödé ✓".encode()),
+        (2, bytes(range(256))),
+        (2, b""),
+        (1, b"x" * 125),
+        (2, os.urandom(126)),        # 16-bit length
+        (2, os.urandom(70000)),      # 64-bit length
+        (1, b"last"),
+    ]
+    for opcode, payload in messages:
+        c.sock.sendall(ws_client_frame(opcode, payload))
+        fin, op, data, masked = ws_read_server_frame(c)
+        assert (fin, op, data) == (True, opcode, payload)
+        assert not masked, "server frames must not be masked"
+
+
+def test_frames_sent_back_to_back_arrive_in_order(bulwark, origin):
+    o = origin()
+    b = bulwark(simple_config([o.addr]))
+    c = handshake(b)
+    payloads = [b"msg-%d" % i * (i + 1) for i in range(30)]
+    c.sock.sendall(b"".join(ws_client_frame(2 if i % 2 else 1, p) for i, p in enumerate(payloads)))
+    for i, p in enumerate(payloads):
+        fin, op, data, _ = ws_read_server_frame(c)
+        assert (op, data) == (2 if i % 2 else 1, p)
+
+
+def test_frame_split_across_writes(bulwark, origin):
+    o = origin()
+    b = bulwark(simple_config([o.addr]))
+    c = handshake(b)
+    frame = ws_client_frame(1, b"split across many tcp writes")
+    for i in range(len(frame)):
+        c.sock.sendall(frame[i:i + 1])
+    assert ws_read_server_frame(c)[2] == b"split across many tcp writes"
+
+
+def test_close_handshake_ends_the_tunnel(bulwark, origin):
+    o = origin()
+    b = bulwark(simple_config([o.addr]))
+    c = handshake(b)
+    c.sock.sendall(ws_client_frame(1, b"before close"))
+    assert ws_read_server_frame(c)[2] == b"before close"
+    close_payload = (1000).to_bytes(2, "big") + b"bye"
+    c.sock.sendall(ws_client_frame(8, close_payload))
+    fin, op, data, _ = ws_read_server_frame(c)
+    assert op == 8 and data == close_payload
+    assert is_closed(c, timeout=5.0), "tunnel left open after the close handshake"
+    b.wait_log(r'"GET /ws HTTP/1.1" 101 ', what="access")
+
+
+def test_tunnel_timeout_closes_an_idle_tunnel(bulwark, origin):
+    o = origin()
+    b = bulwark(simple_config([o.addr], extra_top="tunnel_timeout: 1s\n"))
+    c = handshake(b)
+    c.sock.sendall(ws_client_frame(1, b"ping"))
+    assert ws_read_server_frame(c)[2] == b"ping"
+    t0 = time.monotonic()
+    assert is_closed(c, timeout=5.0), "idle tunnel not closed"
+    elapsed = time.monotonic() - t0
+    assert 0.7 <= elapsed < 3.0, f"closed after {elapsed:.2f}s with tunnel_timeout 1s"
+
+
+def test_active_tunnel_outlives_tunnel_timeout(bulwark, origin):
+    o = origin()
+    b = bulwark(simple_config([o.addr], extra_top="tunnel_timeout: 1s\n"))
+    c = handshake(b)
+    t0 = time.monotonic()
+    i = 0
+    while time.monotonic() - t0 < 2.5:
+        c.sock.sendall(ws_client_frame(1, b"tick %d" % i))
+        assert ws_read_server_frame(c)[2] == b"tick %d" % i
+        assert not is_closed(c, timeout=0.4)  # gaps shorter than the timeout
+        i += 1
+    assert i >= 5
+
+
 def test_tunnel_timeout_does_not_apply_to_plain_requests(bulwark, origin):
     """A short tunnel_timeout is not a limit on ordinary keep-alive requests."""
     o = origin()
