@@ -140,10 +140,12 @@ struct request {
 
     /* Copies for the access log (the parsed strings point into a buffer
      * that is reused while the body streams). */
-    char logtext[1664];
     uint16_t method_len, target_len, referer_len, agent_len, host_len;
-    char accept[256]; /* for the error page format */
     uint16_t accept_len;
+    /* Text copies, not cleared between requests (their lengths above are):
+     * request_new() zeroes everything but [logtext, accept]. */
+    char logtext[1664];
+    char accept[256]; /* the client's Accept, for the error page format */
     char rid[REQUEST_ID_MAX + 1];
 
     /* client -> upstream */

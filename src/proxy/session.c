@@ -204,6 +204,11 @@ static struct request *request_new(struct session *s)
     }
     memset(r, 0, offsetof(struct request, logtext));
     memset(&r->rid, 0, sizeof(*r) - offsetof(struct request, rid));
+    _Static_assert(offsetof(struct request, accept) ==
+                       offsetof(struct request, logtext) + sizeof(r->logtext) &&
+                       offsetof(struct request, rid) ==
+                           offsetof(struct request, accept) + sizeof(r->accept),
+                   "only the text copies are left uncleared");
     r->s = s;
     timer_init(&r->up_timer, NULL);
     return r;
@@ -950,6 +955,8 @@ static void start_request(struct session *s, struct request *r, const struct htt
         return;
     }
     buf_consume(&s->in, hdr_len);
+    if (hr->framing == HTTP_FRAMING_NONE && buf_len(&s->in) == 0)
+        buf_release(&s->in); /* nothing more to read for this request */
 
     r->req_body.framing = hr->framing;
     r->req_body.left = hr->content_length;
@@ -1073,6 +1080,16 @@ static bool start_response(struct request *r, const struct http_response *resp, 
     }
     b->done = !r->tunnel && (resp->framing == HTTP_FRAMING_NONE ||
                              (resp->framing == HTTP_FRAMING_LENGTH && resp->content_length == 0));
+    /* The request is all sent and can no longer be retried: its block
+     * carries the response header instead (one block fewer per request). */
+    if (outq_empty(&r->up_out) && r->req_body.done && !r->tunnel) {
+        if (!r->cl_out.gen.data) {
+            r->cl_out.gen.data = r->up_out.gen.data;
+            r->cl_out.gen.start = r->cl_out.gen.end = 0;
+            r->up_out.gen.data = NULL;
+        }
+        buf_release(&r->up_out.gen);
+    }
     if (build_client_response(r, resp) < 0) {
         upstream_failed(r, "relaying the response header from",
                         CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE, 0);
