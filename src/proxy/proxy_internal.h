@@ -115,7 +115,6 @@ struct session {
         struct sockaddr_in sin;
         struct sockaddr_in6 sin6;
     } peer;
-    const struct config_addr *local; /* the listener's address */
     uint32_t requests;
     uint8_t phase;
     bool readable, writable;
@@ -183,12 +182,10 @@ struct request {
     bool resp_keep_alive;/* the upstream allows reuse after this response */
     enum cause cause;
     int err; /* errno of the failure, 0 if none */
-    uint64_t bytes_to_client;
 };
 
 /* session.c */
-void session_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                    const struct config_addr *local);
+void session_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len);
 void session_close_idle(struct worker *w);
 void session_close_all(struct worker *w);
 

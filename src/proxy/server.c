@@ -86,7 +86,7 @@ static void listener_event(struct io *io, uint32_t events)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        session_accept(w, fd, (struct sockaddr *)&ss, len, &l->addr);
+        session_accept(w, fd, (struct sockaddr *)&ss, len);
     }
 }
 

@@ -75,7 +75,7 @@ static void peer_text(const struct session *s, char *out, size_t len)
 
 /* Send what q holds. Returns 1 when q is empty, 0 when the socket is full,
  * or -errno. */
-static int outq_flush(int fd, struct outq *q, bool *writable, uint64_t *counter)
+static int outq_flush(int fd, struct outq *q, bool *writable)
 {
     while (!outq_empty(q)) {
         struct iovec iov[3];
@@ -104,8 +104,6 @@ static int outq_flush(int fd, struct outq *q, bool *writable, uint64_t *counter)
                 continue;
             return -errno;
         }
-        if (counter)
-            *counter += (uint64_t)w;
         size_t left = (size_t)w;
         size_t g = buf_len(&q->gen);
         if (g) {
@@ -295,8 +293,7 @@ static void client_event(struct io *io, uint32_t events)
     session_drive(s);
 }
 
-void session_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                    const struct config_addr *local)
+void session_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (!s) {
@@ -311,7 +308,6 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, sockl
     upstream_set_use(s->set);
     if (len <= sizeof(s->peer))
         memcpy(&s->peer, peer, len);
-    s->local = local;
     timer_init(&s->timer, client_timeout);
     s->next = w->sessions;
     if (w->sessions)
@@ -1203,7 +1199,7 @@ static bool drive_upstream(struct request *r)
             progress = true;
         }
         if (!outq_empty(&r->up_out)) {
-            int rc = outq_flush(uc->io.fd, &r->up_out, &r->up_writable, NULL);
+            int rc = outq_flush(uc->io.fd, &r->up_out, &r->up_writable);
             if (rc < 0) {
                 if (!r->up_any_byte && !r->resp_started) {
                     attempt_failed(r, CAUSE_CONNECTION_TERMINATED, -rc, true, true);
@@ -1374,7 +1370,7 @@ static bool drive_client(struct request *r)
                 /* the header (and what was relayed) still goes out before the abort */
                 r->cl_out.data_len = r->cl_out.src_consume = 0;
                 r->cl_out.post_len = r->cl_out.post_off = 0;
-                outq_flush(s->io.fd, &r->cl_out, &s->writable, &r->bytes_to_client);
+                outq_flush(s->io.fd, &r->cl_out, &s->writable);
                 fail_request(r, CAUSE_HTTP_RESPONSE_INCOMPLETE, 0);
                 return true;
             }
@@ -1382,7 +1378,7 @@ static bool drive_client(struct request *r)
         }
         if (outq_empty(&r->cl_out))
             break; /* wait for the upstream (an EOF is judged by drive_request) */
-        int rc = outq_flush(s->io.fd, &r->cl_out, &s->writable, &r->bytes_to_client);
+        int rc = outq_flush(s->io.fd, &r->cl_out, &s->writable);
         if (rc < 0) {
             /* the client went away: nothing more to deliver */
             if (!r->status)
