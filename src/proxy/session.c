@@ -1280,6 +1280,12 @@ static bool drive_upstream(struct request *r)
             loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
     }
 
+    /* Waiting for the upstream's body again after the client caught up:
+     * read_timeout runs again (drive_client stopped it meanwhile). */
+    if (r->resp_started && !r->tunnel && !r->resp_body.done && outq_empty(&r->cl_out) &&
+        !timer_armed(&r->up_timer))
+        loop_timer_set(S_LOOP(s), &r->up_timer, r->group->cfg->read_timeout_ms);
+
     /* response: header, then body into up_in */
     while (r->uc && r->up_readable && !r->up_eof) {
         if (r->resp_started && !outq_empty(&r->cl_out))
@@ -1389,6 +1395,10 @@ static bool drive_client(struct request *r)
         }
         if (rc == 0) {
             loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->send_timeout_ms);
+            /* We stop reading the upstream until the client catches up:
+             * the wait is the client's, so only its send_timeout runs. */
+            if (r->resp_started && !r->tunnel && !r->generated)
+                loop_timer_cancel(S_LOOP(s), &r->up_timer);
             break;
         }
         progress = true;
