@@ -1212,8 +1212,12 @@ static bool drive_upstream(struct request *r)
             }
             r->up_sent_any = true;
             if (rc == 0) {
-                if (!r->tunnel)
+                if (!r->tunnel) {
                     loop_timer_set(S_LOOP(s), &r->up_timer, r->group->cfg->send_timeout_ms);
+                    /* the upstream is slow to take the body: not the client's fault */
+                    if (!r->resp_started)
+                        loop_timer_cancel(S_LOOP(s), &s->timer);
+                }
                 break;
             }
             progress = true;
