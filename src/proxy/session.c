@@ -279,11 +279,17 @@ static void session_close(struct session *s)
     loop_defer(w->loop, &w->sweep);
 }
 
+static void client_gone(struct session *s);
+
 static void client_event(struct io *io, uint32_t events)
 {
     struct session *s = (struct session *)io;
     if (s->closed)
         return;
+    if ((events & (EPOLLHUP | EPOLLERR)) && s->req) {
+        client_gone(s);
+        return;
+    }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         s->readable = true;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -399,6 +405,27 @@ static void log_request(struct request *r)
     memcpy(rec.attempts, r->evidence, (size_t)n * sizeof(rec.attempts[0]));
     observe_request(&rec);
     worker_defer_flush(s->w);
+}
+
+/* The client reset the connection (or it failed) while its request was in
+ * flight: nothing can be delivered any more. Stop the upstream work now
+ * instead of letting it run to its timeouts and retries -- a flood of
+ * "header then RST" must neither hold our sockets nor get a healthy backend
+ * blamed. A FIN alone is not an abort: a half-closed client may still read
+ * the response (as HAProxy; nginx aborts on FIN too). */
+static void client_gone(struct session *s)
+{
+    struct request *r = s->req;
+    if (r->attempt_open) {
+        r->attempt_open = false;
+        observe_attempt_end(r->server->stats, CAUSE_NONE, 0, -1, -1, r->rid);
+    }
+    if (!r->resp_started)
+        r->status = 499; /* as nginx: the client closed the request */
+    else
+        r->aborted = true;
+    log_request(r);
+    session_close(s);
 }
 
 /* The current attempt is over: keep its evidence, count it per server. */
