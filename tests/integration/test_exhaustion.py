@@ -8,13 +8,17 @@ import struct
 import threading
 import time
 
-from conftest import simple_config
+from conftest import BIN, simple_config
 from origins import Conn
 from origins.chaos import (OriginProcess, connect, proc_cpu_seconds, proc_fds,
-                           proc_rss_kib, read_streamed, request_bytes, tcp_sockets)
+                           proc_rss_kib, read_streamed, request_bytes, sanitized,
+                           tcp_sockets)
 
 LINGER_RST = struct.pack("ii", 1, 0)
 BUF_SIZE = 64 * 1024  # src/core/core.h BUF_SIZE: one I/O buffer
+# Under ASan (make asan) RSS is shadow memory and quarantine: the RSS bounds are
+# checked on the plain build only; everything else is checked on both.
+CHECK_RSS = not sanitized(BIN)
 
 
 def ok_get(port, path="/echo", c=None, timeout=5.0):
@@ -196,7 +200,7 @@ def flood_and_check(bulwark, o):
     time.sleep(1.2)
     rss = proc_rss_kib(b.pid)
     print(f"fds {base_fds} -> {proc_fds(b.pid)}, RSS {base_rss} -> {rss} KiB")
-    assert rss <= base_rss + 8 * 1024, f"RSS grew from {base_rss} to {rss} KiB"
+    assert rss <= base_rss + 8 * 1024 or not CHECK_RSS, f"RSS grew from {base_rss} to {rss} KiB"
     assert b.stop() == 0
 
 
@@ -265,8 +269,52 @@ def test_many_slow_readers_of_large_bodies_hold_only_their_buffers(bulwark, orig
     assert not errors, errors[:5]
     assert conns >= SLOW_CLIENTS, f"only {conns} client connections were open at once"
     assert all(g > 0 for g in got), "every reader got bytes"
-    assert peak <= bound_kib, f"RSS peaked at {peak} KiB, bound {bound_kib} KiB"
+    assert peak <= bound_kib or not CHECK_RSS, f"RSS peaked at {peak} KiB, bound {bound_kib} KiB"
     assert b.proc.poll() is None
     # the origin keeps pushing until bulwark closes the upstream side of each one
     assert ok_get(b.port)
     assert b.stop() == 0
+
+
+def test_a_client_that_goes_away_releases_its_upstream_attempt_at_once(bulwark, origin):
+    """A client that sends a request and resets its connection cannot be answered:
+    bulwark must drop the upstream side at once (connection or connect in progress),
+    not hold it for read_timeout or connect_timeout x attempts. Otherwise header + RST
+    is a cheap way to pile up upstream sockets and fds, and to get a healthy backend
+    blamed for timeouts."""
+    from origins.faulty import Blackhole, send_then_hang
+    closed_after = []
+    o = origin(send_then_hang(b"", closed_after=closed_after))
+    bh = Blackhole()
+    try:
+        b = bulwark(simple_config(
+            [o.addr], extra_upstream="    read_timeout: 8s\n",
+            routes=(f'  bh:\n    servers: ["{bh.addr}"]\n    connect_timeout: 8s\n'
+                    "routes:\n  - match: { path: /bh }\n    upstream: bh\n"
+                    "  - upstream: app\n")))
+        for path, port in (("/hang", o.port), ("/bh", bh.port)):
+            s = socket.create_connection(("127.0.0.1", b.port))
+            s.sendall(request_bytes("GET", path))
+            if path == "/hang":
+                wait_until(lambda: o.requests, 5)
+            else:
+                wait_until(lambda: tcp_sockets(remote_port=port).get("SYN_SENT"), 5)
+            time.sleep(0.1)
+            t0 = time.monotonic()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+            s.close()
+            # bulwark's side: its connection to the origin, or its SYN to the blackhole
+            # (whose ESTABLISHED sockets are the Blackhole's own fillers)
+            held = ("ESTABLISHED",) if path == "/hang" else ("SYN_SENT",)
+            released = wait_until(lambda: not any(
+                tcp_sockets(remote_port=port).get(st) for st in held), 5)
+            took = time.monotonic() - t0
+            assert released and took < 1.5, \
+                f"{path}: upstream side still held {took:.1f}s after the client reset " \
+                f"({tcp_sockets(remote_port=port)})\n" + b.error_log()[-1500:]
+        line = b.wait_log(r'"GET /bh HTTP/1.1" (\d+) [^\n]*attempts=(\d+)', what="access")
+        assert line.group(1) == "499" and line.group(2) == "1", \
+            f"a request whose client left is logged {line.group(0)!r}"
+        assert b.stop() == 0
+    finally:
+        bh.close()

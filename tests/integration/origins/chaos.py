@@ -445,6 +445,16 @@ def judge(r, size=None, seed=None, check=None):
     return "failed", f"unexpected status {r.status}"
 
 
+def sanitized(binary):
+    """True when binary is an ASan build: its RSS holds shadow memory and a quarantine
+    of freed blocks (up to 256 MiB), so RSS bounds say nothing about it."""
+    try:
+        with open(binary, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
 def proc_rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
