@@ -630,16 +630,17 @@ static bool retry_left(const struct request *r)
 /* An attempt failed before any response byte: retry on another server if
  * the rules allow, else answer with the cause.
  *   request_sent: some request bytes may have reached the upstream.
- *   write_failed: the upstream refused our bytes (it closed before reading
- *                 them), so it cannot have acted on the request. */
+ *   partial: the upstream went away before it had the whole request (a
+ *            write failed, or the body was not all sent), so it cannot have
+ *            acted on it: safe to send again whatever the method. */
 static void attempt_failed(struct request *r, enum cause cause, int err, bool request_sent,
-                           bool write_failed)
+                           bool partial)
 {
     bool reused = r->uc && r->uc->reused;
     release_upstream(r, false);
     bool replayable = !r->body_consumed;
     bool allowed = !request_sent ||
-                   (replayable && (method_is_idempotent(r->method) || write_failed));
+                   (replayable && (method_is_idempotent(r->method) || partial));
     /* A pooled connection that dies under a request was most likely closed
      * by the server while idle (the race with our reuse): one such retry
      * per request is free, so retries: 0 still survives it. */
@@ -1341,7 +1342,7 @@ static bool drive_upstream(struct request *r)
             r->up_eof = true;
             if (!r->resp_started && !r->up_any_byte) {
                 attempt_failed(r, CAUSE_CONNECTION_TERMINATED, n < 0 ? (int)-n : 0,
-                               r->up_sent_any, false);
+                               r->up_sent_any, !outq_empty(&r->up_out) || !r->req_body.done);
                 return true;
             }
             if (!r->resp_started) {
