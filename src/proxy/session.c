@@ -3,13 +3,15 @@
  * The path of a request, in the order the functions below run it:
  *   client_event / upstream_event   readiness flags, then session_drive()
  *   session_drive                   does every step that can progress now
- *   start_request                   route, limits, forwarded header, pick
- *   connect_upstream                pool or new connection, retries
- *   send_upstream / recv_upstream   request out, response header in
+ *   read_request_header             read and parse (strict) the next request
+ *   start_request                   route, limits, forwarded header
+ *   connect_upstream                pick a server, pool or new connection
+ *   drive_upstream                  request out (header, body), response in
  *   start_response                  response header for the client
- *   send_client                     relay the body with backpressure
- *   finish_request                  pool, log, keep-alive or close
- * Every failure goes through fail_request(), which answers from a cause.
+ *   drive_client                    relay the body with backpressure
+ *   finish_request                  pool, log, keep-alive, linger or close
+ * Every failure goes through attempt_failed() (retry or not) and
+ * fail_request(), which answers from a cause.
  *
  * Sockets are edge-triggered; the readable/writable flags remember readiness
  * until a read or write returns EAGAIN (or a short read shows the socket
@@ -31,22 +33,22 @@
 /* Requests kept for reuse per worker. */
 #define REQUEST_FREE_RESERVE 64
 
-static void session_drive(struct session *s);
-static void session_linger(struct session *s);
-
 /* How long a closing connection keeps reading (and dropping) what the client
  * still sends, so our last response is not destroyed by a reset. */
 #define LINGER_MS 2000
+
+static void session_drive(struct session *s);
+static void session_linger(struct session *s);
 static void upstream_event(struct io *io, uint32_t events);
 
 /* ---------- small helpers ---------- */
 
-static struct loop *S_LOOP(struct session *s)
+static struct loop *session_loop(struct session *s)
 {
     return s->w->loop;
 }
 
-static const struct config *S_CFG(struct session *s)
+static const struct config *session_cfg(struct session *s)
 {
     return s->set->cfg;
 }
@@ -244,7 +246,7 @@ static void release_upstream(struct request *r, bool reusable)
 {
     if (!r->uc)
         return;
-    loop_timer_cancel(S_LOOP(r->s), &r->up_timer);
+    loop_timer_cancel(session_loop(r->s), &r->up_timer);
     upstream_release(r->uc, reusable);
     r->uc = NULL;
 }
@@ -328,7 +330,7 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, sockl
         return;
     }
     /* The first request's header must arrive within header_timeout. */
-    loop_timer_set(w->loop, &s->timer, S_CFG(s)->client_header_timeout_ms);
+    loop_timer_set(w->loop, &s->timer, session_cfg(s)->client_header_timeout_ms);
     s->readable = true; /* data often arrives with the handshake */
     s->writable = true;
     session_drive(s);
@@ -370,7 +372,7 @@ static void log_request(struct request *r)
     char ip[INET6_ADDRSTRLEN];
     peer_text(s, ip, sizeof(ip));
     const char *t = r->logtext;
-    uint64_t now = loop_now_ms(S_LOOP(s));
+    uint64_t now = loop_now_ms(session_loop(s));
     struct request_record rec = {
         .rid = r->rid,
         .client_ip = ip,
@@ -434,7 +436,7 @@ static void attempt_end(struct request *r, enum cause cause, int err)
     if (!r->attempt_open)
         return;
     r->attempt_open = false;
-    uint64_t now = loop_now_ms(S_LOOP(r->s));
+    uint64_t now = loop_now_ms(session_loop(r->s));
     int64_t connect_ms = span_ms(r->t_connect_ms, r->t_connected_ms);
     int64_t header_ms = cause == CAUSE_NONE ? span_ms(r->t_connect_ms, now) : -1;
     if (r->attempts >= 1 && r->attempts <= OBSERVE_MAX_ATTEMPTS)
@@ -594,7 +596,7 @@ static void log_attempt_detail(struct request *r, const char *what, enum cause c
     const struct cause_info *ci = cause_get(cause);
     if (!detail)
         detail = err ? strerror(err) : "no error code";
-    uint64_t now = loop_now_ms(S_LOOP(r->s));
+    uint64_t now = loop_now_ms(session_loop(r->s));
     log_error("%s %s (upstream \"%s\") failed: %s. %s Next step: %s; cause=%s attempt=%d "
               "elapsed_ms=%llu client=%s rid=%s",
               what, r->server ? r->server->cfg->addr.text : "-", r->group->cfg->name, detail,
@@ -683,7 +685,7 @@ static void connect_upstream(struct request *r)
             r->tried |= 1ull << srv->index;
         r->attempts++;
         r->up_any_byte = r->up_sent_any = r->up_eof = r->up_rdhup = false;
-        r->t_connect_ms = loop_now_ms(S_LOOP(s));
+        r->t_connect_ms = loop_now_ms(session_loop(s));
         r->t_connected_ms = r->t_header_ms = 0;
         observe_attempt_start(srv->stats);
         r->attempt_open = true;
@@ -716,7 +718,7 @@ static void connect_upstream(struct request *r)
         r->up_timer.cb = up_timeout;
         if (uc->connected)
             r->t_connected_ms = r->t_connect_ms;
-        loop_timer_set(S_LOOP(s), &r->up_timer,
+        loop_timer_set(session_loop(s), &r->up_timer,
                        uc->connected ? r->group->cfg->send_timeout_ms
                                      : r->group->cfg->connect_timeout_ms);
         return;
@@ -802,7 +804,7 @@ static void append_values(struct buf *b, const struct http_request *hr, const ch
 static int build_upstream_request(struct request *r, const struct http_request *hr)
 {
     struct session *s = r->s;
-    const struct config *cfg = S_CFG(s);
+    const struct config *cfg = session_cfg(s);
     struct buf *b = &r->up_out.gen;
     if (buf_acquire(b) < 0)
         return -1;
@@ -922,7 +924,7 @@ static void start_request(struct session *s, struct request *r, const struct htt
                           size_t hdr_len)
 {
     struct worker *w = s->w;
-    const struct config *cfg = S_CFG(s);
+    const struct config *cfg = session_cfg(s);
     r->method = hr->method_id;
     r->minor_version = hr->minor_version;
     r->client_keep_alive = hr->keep_alive;
@@ -1006,7 +1008,7 @@ static void start_request(struct session *s, struct request *r, const struct htt
 static int build_client_response(struct request *r, const struct http_response *resp)
 {
     struct session *s = r->s;
-    const struct config *cfg = S_CFG(s);
+    const struct config *cfg = session_cfg(s);
     struct buf *b = &r->cl_out.gen;
     if (buf_acquire(b) < 0)
         return -1;
@@ -1084,7 +1086,7 @@ static bool start_response(struct request *r, const struct http_response *resp, 
         return true;
     }
     r->status = resp->status;
-    r->t_header_ms = loop_now_ms(S_LOOP(s));
+    r->t_header_ms = loop_now_ms(session_loop(s));
     attempt_end(r, CAUSE_NONE, 0);
     r->resp_keep_alive = resp->keep_alive;
     struct body *b = &r->resp_body;
@@ -1125,9 +1127,9 @@ static bool start_response(struct request *r, const struct http_response *resp, 
         r->req_body.framing = HTTP_FRAMING_UNTIL_CLOSE;
         r->req_body.chunked_out = false;
         r->req_body.done = false;
-        loop_timer_set(S_LOOP(s), &r->up_timer, S_CFG(s)->tunnel_timeout_ms);
+        loop_timer_set(session_loop(s), &r->up_timer, session_cfg(s)->tunnel_timeout_ms);
     } else {
-        loop_timer_set(S_LOOP(s), &r->up_timer, r->group->cfg->read_timeout_ms);
+        loop_timer_set(session_loop(s), &r->up_timer, r->group->cfg->read_timeout_ms);
     }
     return true;
 }
@@ -1212,8 +1214,8 @@ static bool drive_upstream(struct request *r)
             return true;
         }
         uc->connected = true;
-        r->t_connected_ms = loop_now_ms(S_LOOP(s));
-        loop_timer_set(S_LOOP(s), &r->up_timer, r->group->cfg->send_timeout_ms);
+        r->t_connected_ms = loop_now_ms(session_loop(s));
+        loop_timer_set(session_loop(s), &r->up_timer, r->group->cfg->send_timeout_ms);
         progress = true;
     }
 
@@ -1241,10 +1243,10 @@ static bool drive_upstream(struct request *r)
             r->up_sent_any = true;
             if (rc == 0) {
                 if (!r->tunnel) {
-                    loop_timer_set(S_LOOP(s), &r->up_timer, r->group->cfg->send_timeout_ms);
+                    loop_timer_set(session_loop(s), &r->up_timer, r->group->cfg->send_timeout_ms);
                     /* the upstream is slow to take the body: not the client's fault */
                     if (!r->resp_started)
-                        loop_timer_cancel(S_LOOP(s), &s->timer);
+                        loop_timer_cancel(session_loop(s), &s->timer);
                 }
                 break;
             }
@@ -1255,9 +1257,9 @@ static bool drive_upstream(struct request *r)
                 /* all sent: now waiting for the response (or, with more
                  * body to come, for the client, whose timer governs) */
                 if (r->req_body.done)
-                    loop_timer_set(S_LOOP(s), &r->up_timer, r->group->cfg->read_timeout_ms);
+                    loop_timer_set(session_loop(s), &r->up_timer, r->group->cfg->read_timeout_ms);
                 else
-                    loop_timer_cancel(S_LOOP(s), &r->up_timer);
+                    loop_timer_cancel(session_loop(s), &r->up_timer);
             }
         }
         if (r->req_body.done)
@@ -1279,7 +1281,7 @@ static bool drive_upstream(struct request *r)
         if (!s->readable) {
             /* waiting for the client's next body bytes */
             if (!r->tunnel && !timer_armed(&s->timer))
-                loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
+                loop_timer_set(session_loop(s), &s->timer, session_cfg(s)->client_body_timeout_ms);
             break;
         }
         if (buf_acquire(&s->in) < 0) {
@@ -1289,7 +1291,7 @@ static bool drive_upstream(struct request *r)
         ssize_t n = read_into(s->io.fd, &s->in, &s->readable, s->rdhup);
         if (n == -EAGAIN) {
             if (!r->tunnel)
-                loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
+                loop_timer_set(session_loop(s), &s->timer, session_cfg(s)->client_body_timeout_ms);
             break;
         }
         if (n <= 0) {
@@ -1307,16 +1309,16 @@ static bool drive_upstream(struct request *r)
             return true;
         }
         if (r->tunnel)
-            loop_timer_set(S_LOOP(s), &r->up_timer, S_CFG(s)->tunnel_timeout_ms);
+            loop_timer_set(session_loop(s), &r->up_timer, session_cfg(s)->tunnel_timeout_ms);
         else
-            loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->client_body_timeout_ms);
+            loop_timer_set(session_loop(s), &s->timer, session_cfg(s)->client_body_timeout_ms);
     }
 
     /* Waiting for the upstream's body again after the client caught up:
      * read_timeout runs again (drive_client stopped it meanwhile). */
     if (r->resp_started && !r->tunnel && !r->resp_body.done && outq_empty(&r->cl_out) &&
         !timer_armed(&r->up_timer))
-        loop_timer_set(S_LOOP(s), &r->up_timer, r->group->cfg->read_timeout_ms);
+        loop_timer_set(session_loop(s), &r->up_timer, r->group->cfg->read_timeout_ms);
 
     /* response: header, then body into up_in */
     while (r->uc && r->up_readable && !r->up_eof) {
@@ -1361,8 +1363,8 @@ static bool drive_upstream(struct request *r)
         }
         r->up_any_byte = true;
         progress = true;
-        loop_timer_set(S_LOOP(s), &r->up_timer,
-                       r->tunnel ? S_CFG(s)->tunnel_timeout_ms : r->group->cfg->read_timeout_ms);
+        loop_timer_set(session_loop(s), &r->up_timer,
+                       r->tunnel ? session_cfg(s)->tunnel_timeout_ms : r->group->cfg->read_timeout_ms);
         if (r->resp_started)
             break;
         /* parse as many header sections as there are (1xx then final) */
@@ -1370,7 +1372,7 @@ static bool drive_upstream(struct request *r)
             enum http_error herr = HTTP_OK;
             struct http_response *resp = &s->w->scratch_resp;
             int hl = http_parse_response(buf_head(&r->up_in), buf_len(&r->up_in),
-                                         S_CFG(s)->max_header_bytes, r->method, resp, &herr);
+                                         session_cfg(s)->max_header_bytes, r->method, resp, &herr);
             if (hl == HTTP_INCOMPLETE)
                 break;
             if (hl < 0) {
@@ -1426,16 +1428,16 @@ static bool drive_client(struct request *r)
             return true;
         }
         if (rc == 0) {
-            loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->send_timeout_ms);
+            loop_timer_set(session_loop(s), &s->timer, session_cfg(s)->send_timeout_ms);
             /* We stop reading the upstream until the client catches up:
              * the wait is the client's, so only its send_timeout runs. */
             if (r->resp_started && !r->tunnel && !r->generated)
-                loop_timer_cancel(S_LOOP(s), &r->up_timer);
+                loop_timer_cancel(session_loop(s), &r->up_timer);
             break;
         }
         progress = true;
         if (timer_armed(&s->timer) && r->req_body.done)
-            loop_timer_cancel(S_LOOP(s), &s->timer);
+            loop_timer_cancel(session_loop(s), &s->timer);
     }
     return progress;
 }
@@ -1518,7 +1520,7 @@ static void finish_request(struct session *s)
     s->phase = PHASE_IDLE;
     if (buf_len(&s->in) == 0)
         buf_release(&s->in); /* idle connections hold no buffer */
-    loop_timer_set(S_LOOP(s), &s->timer, S_CFG(s)->keepalive_timeout_ms);
+    loop_timer_set(session_loop(s), &s->timer, session_cfg(s)->keepalive_timeout_ms);
 }
 
 /* ---------- the client side between requests ---------- */
@@ -1531,7 +1533,7 @@ static void session_linger(struct session *s)
     s->phase = PHASE_LINGER;
     shutdown(s->io.fd, SHUT_WR);
     buf_release(&s->in);
-    loop_timer_set(S_LOOP(s), &s->timer, LINGER_MS);
+    loop_timer_set(session_loop(s), &s->timer, LINGER_MS);
     s->readable = true;
 }
 
@@ -1567,7 +1569,7 @@ static void client_timeout(struct timer *t)
             r = request_new(s);
             if (r) {
                 s->req = r;
-                r->t_start_ms = loop_now_ms(S_LOOP(s));
+                r->t_start_ms = loop_now_ms(session_loop(s));
                 new_request_id(r, s->w);
                 s->phase = PHASE_REQUEST;
                 r->req_body.done = true;
@@ -1602,7 +1604,7 @@ static bool read_request_header(struct session *s)
         s->set = s->w->set;
         upstream_set_use(s->set);
     }
-    const struct config *cfg = S_CFG(s);
+    const struct config *cfg = session_cfg(s);
     for (;;) {
         if (buf_len(&s->in)) {
             struct http_request *hr = &s->w->scratch_req;
@@ -1617,7 +1619,7 @@ static bool read_request_header(struct session *s)
                 }
                 s->req = r;
                 s->phase = PHASE_REQUEST;
-                r->t_start_ms = loop_now_ms(S_LOOP(s));
+                r->t_start_ms = loop_now_ms(session_loop(s));
                 new_request_id(r, s->w);
                 if (hl < 0) {
                     r->minor_version = 1;
@@ -1626,7 +1628,7 @@ static bool read_request_header(struct session *s)
                                    http_error_text(herr));
                     return true;
                 }
-                loop_timer_cancel(S_LOOP(s), &s->timer);
+                loop_timer_cancel(session_loop(s), &s->timer);
                 start_request(s, r, hr, (size_t)hl);
                 return true;
             }
@@ -1634,7 +1636,7 @@ static bool read_request_header(struct session *s)
                 /* a new connection's header timer runs since accept */
                 s->phase = PHASE_HEADER;
                 if (s->requests)
-                    loop_timer_set(S_LOOP(s), &s->timer, cfg->client_header_timeout_ms);
+                    loop_timer_set(session_loop(s), &s->timer, cfg->client_header_timeout_ms);
             }
         }
         if (!s->readable || s->eof)
