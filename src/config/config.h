@@ -27,11 +27,11 @@ struct config_addr {
 };
 
 struct config_server {
-    char *name;        /* "host:port" as written (host may be a DNS name) */
+    char *name;              /* "host:port" as written (host may be a DNS name) */
     struct config_addr addr; /* resolved at load; addr.len == 0 when the name did not
                                 resolve (a warning, not an error: requests to it fail
                                 with dns_error). addr.text is set either way. */
-    int weight;        /* 1..1000, default 1 */
+    int weight;              /* 1..1000, default 1 */
 };
 
 /* A custom error page: the whole file, read at load (at most
@@ -53,14 +53,15 @@ struct config_upstream {
     size_t num_servers;
     enum balance balance;
     enum hash_key hash_key;
-    char *hash_header; /* header name when hash_key == HASH_HEADER */
+    char *hash_header;           /* header name when hash_key == HASH_HEADER */
     uint32_t connect_timeout_ms; /* default 5s */
     uint32_t read_timeout_ms;    /* default 60s: header wait and between body reads */
     uint32_t send_timeout_ms;    /* default 60s: between writes that make progress */
     int retries;                 /* extra attempts after the first, default 2 */
-    int keepalive_max_idle;      /* idle connections kept per server per worker, default 256; 0 disables */
+    int keepalive_max_idle; /* idle connections kept per server per worker, default 256; 0 disables
+                             */
     uint32_t keepalive_idle_timeout_ms; /* default 60s */
-    int line, column; /* where it was defined, for messages */
+    int line, column;                   /* where it was defined, for messages */
 };
 
 struct config_route {
@@ -75,7 +76,7 @@ struct config_route {
 };
 
 struct config {
-    char *path; /* the file it was loaded from */
+    char *path;  /* the file it was loaded from */
     int workers; /* default: number of online CPUs */
 
     struct config_addr *listen;
@@ -113,8 +114,8 @@ struct config {
     enum log_format log_format; /* log.format, default combined */
 
     /* errors: what generated error responses show, and how many are kept */
-    bool expose_details;      /* errors.expose_details, default false */
-    int error_ring_size;      /* errors.ring_size: GET /errors keeps this many, default 100 */
+    bool expose_details; /* errors.expose_details, default false */
+    int error_ring_size; /* errors.ring_size: GET /errors keeps this many, default 100 */
     struct config_error_page *error_pages; /* errors.pages, read at load */
     size_t num_error_pages;
 
@@ -181,7 +182,6 @@ void config_set_dns(bool enabled);
  * longer suffix wins ("*.api.example.com" over "*.example.com"), as in nginx.
  * Allocates nothing; safe to call from any thread. */
 const struct config_route *config_match_route(const struct config *cfg, const char *host,
-                                              size_t host_len, const char *path,
-                                              size_t path_len);
+                                              size_t host_len, const char *path, size_t path_len);
 
 #endif

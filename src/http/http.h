@@ -59,29 +59,30 @@ enum http_framing {
  * http_error_status() and to a sentence with http_error_text(). */
 enum http_error {
     HTTP_OK = 0,
-    HTTP_ERR_BAD_REQUEST_LINE,     /* malformed request line or status line */
-    HTTP_ERR_BAD_METHOD,           /* method is not a token */
-    HTTP_ERR_BAD_TARGET,           /* request-target has invalid bytes or form */
-    HTTP_ERR_BAD_VERSION,          /* not HTTP/1.0 or HTTP/1.1 (505 for requests) */
-    HTTP_ERR_BAD_HEADER_NAME,      /* empty name or non-token byte in a name */
-    HTTP_ERR_WS_BEFORE_COLON,      /* RFC 9112 5.1: whitespace between name and colon */
-    HTTP_ERR_BAD_HEADER_VALUE,     /* CTL or other invalid byte in a value */
-    HTTP_ERR_OBS_FOLD,             /* RFC 9112 5.2: line folding */
-    HTTP_ERR_BARE_CR,              /* CR not followed by LF */
-    HTTP_ERR_BARE_LF,              /* reserved: lone LF line endings are accepted (RFC 9112 2.2) */
-    HTTP_ERR_TOO_MANY_HEADERS,     /* more than HTTP_MAX_HEADERS fields */
-    HTTP_ERR_REQUEST_LINE_TOO_LONG,/* request line longer than the limit: 414 */
-    HTTP_ERR_HEADERS_TOO_LARGE,    /* header section longer than the limit: 431 */
-    HTTP_ERR_CL_AND_TE,            /* RFC 9112 6.3: both Content-Length and Transfer-Encoding */
-    HTTP_ERR_BAD_CONTENT_LENGTH,   /* malformed, or several differing values */
-    HTTP_ERR_BAD_TRANSFER_ENCODING,/* final coding not chunked (request), unknown coding, chunked twice */
-    HTTP_ERR_TE_IN_HTTP10,         /* Transfer-Encoding in an HTTP/1.0 message */
-    HTTP_ERR_MISSING_HOST,         /* HTTP/1.1 request without Host */
-    HTTP_ERR_MULTIPLE_HOST,        /* more than one Host field */
-    HTTP_ERR_BAD_HOST,             /* Host value is not a valid uri-host[:port] */
-    HTTP_ERR_BAD_STATUS,           /* status code not three digits, or < 100 */
-    HTTP_ERR_BAD_CHUNK,            /* chunked coding: bad size, missing CRLF, bad trailer */
-    HTTP_ERR_CHUNK_TOO_LARGE,      /* chunk size does not fit 63 bits */
+    HTTP_ERR_BAD_REQUEST_LINE,      /* malformed request line or status line */
+    HTTP_ERR_BAD_METHOD,            /* method is not a token */
+    HTTP_ERR_BAD_TARGET,            /* request-target has invalid bytes or form */
+    HTTP_ERR_BAD_VERSION,           /* not HTTP/1.0 or HTTP/1.1 (505 for requests) */
+    HTTP_ERR_BAD_HEADER_NAME,       /* empty name or non-token byte in a name */
+    HTTP_ERR_WS_BEFORE_COLON,       /* RFC 9112 5.1: whitespace between name and colon */
+    HTTP_ERR_BAD_HEADER_VALUE,      /* CTL or other invalid byte in a value */
+    HTTP_ERR_OBS_FOLD,              /* RFC 9112 5.2: line folding */
+    HTTP_ERR_BARE_CR,               /* CR not followed by LF */
+    HTTP_ERR_BARE_LF,               /* reserved: lone LF line endings are accepted (RFC 9112 2.2) */
+    HTTP_ERR_TOO_MANY_HEADERS,      /* more than HTTP_MAX_HEADERS fields */
+    HTTP_ERR_REQUEST_LINE_TOO_LONG, /* request line longer than the limit: 414 */
+    HTTP_ERR_HEADERS_TOO_LARGE,     /* header section longer than the limit: 431 */
+    HTTP_ERR_CL_AND_TE,             /* RFC 9112 6.3: both Content-Length and Transfer-Encoding */
+    HTTP_ERR_BAD_CONTENT_LENGTH,    /* malformed, or several differing values */
+    HTTP_ERR_BAD_TRANSFER_ENCODING, /* final coding not chunked (request), unknown coding, chunked
+                                       twice */
+    HTTP_ERR_TE_IN_HTTP10,          /* Transfer-Encoding in an HTTP/1.0 message */
+    HTTP_ERR_MISSING_HOST,          /* HTTP/1.1 request without Host */
+    HTTP_ERR_MULTIPLE_HOST,         /* more than one Host field */
+    HTTP_ERR_BAD_HOST,              /* Host value is not a valid uri-host[:port] */
+    HTTP_ERR_BAD_STATUS,            /* status code not three digits, or < 100 */
+    HTTP_ERR_BAD_CHUNK,             /* chunked coding: bad size, missing CRLF, bad trailer */
+    HTTP_ERR_CHUNK_TOO_LARGE,       /* chunk size does not fit 63 bits */
     HTTP_ERR_UNKNOWN_TRANSFER_CODING, /* a transfer coding we do not implement: 501 */
     HTTP_ERR__COUNT
 };
@@ -169,17 +170,16 @@ bool http_list_has_token(const char *value, size_t len, const char *token);
 /* True for hop-by-hop fields a proxy must not forward (RFC 9110 7.6.1):
  * Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
  * Upgrade; and any field named in the message's Connection header(s). */
-bool http_is_hop_by_hop(const struct http_header *h, const struct http_header *headers,
-                        size_t n);
+bool http_is_hop_by_hop(const struct http_header *h, const struct http_header *headers, size_t n);
 
 /* Incremental chunked-coding decoder (RFC 9112 section 7.1).
  * Decodes in place: chunk-size lines, extensions, CRLFs and the trailer
  * section are removed, data is moved to the front of the buffer. */
 struct http_chunked {
-    int state;           /* private */
-    uint64_t bytes_left; /* private: data bytes left in the current chunk */
-    size_t line_len;     /* private: bytes of the current size/trailer line, to bound it */
-    size_t trailer_bytes;/* private: bound on the trailer section */
+    int state;            /* private */
+    uint64_t bytes_left;  /* private: data bytes left in the current chunk */
+    size_t line_len;      /* private: bytes of the current size/trailer line, to bound it */
+    size_t trailer_bytes; /* private: bound on the trailer section */
 };
 
 void http_chunked_init(struct http_chunked *d);
@@ -195,8 +195,7 @@ void http_chunked_init(struct http_chunked *d);
  * Chunk extensions are ignored; trailer fields are validated and dropped.
  * Once a message is complete, further calls fail (HTTP_ERR_BAD_CHUNK) until
  * http_chunked_init starts the next one. */
-ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len,
-                            enum http_error *err);
+ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len, enum http_error *err);
 
 /* Write a chunk-size line "<hex>\r\n" for a chunk of n bytes into out (at
  * least 19 bytes). Returns its length. */

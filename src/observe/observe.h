@@ -50,7 +50,6 @@ const struct cause_info *cause_get(enum cause c);
 /* Map a connect()/socket errno to its cause. */
 enum cause cause_from_connect_errno(int err);
 
-
 /* ---- what the proxy reports ---- */
 
 #include <stddef.h>
@@ -88,14 +87,14 @@ struct request_record {
     int upstream_status; /* 0: none */
     enum cause cause;    /* CAUSE_NONE when the upstream's response was relayed whole */
     int err;
-    bool aborted;        /* the client connection was cut mid-response */
-    const char *route;   /* a label for the route: "host/path" as configured, or "-" */
+    bool aborted;               /* the client connection was cut mid-response */
+    const char *route;          /* a label for the route: "host/path" as configured, or "-" */
     const char *upstream_group; /* NULL when no upstream was involved */
     const char *upstream_server;
     struct attempt_evidence attempts[OBSERVE_MAX_ATTEMPTS];
-    int num_attempts; /* may exceed OBSERVE_MAX_ATTEMPTS; only the first are kept */
-    uint64_t body_bytes_sent;     /* response body bytes to the client */
-    uint64_t request_body_bytes;  /* request body bytes from the client */
+    int num_attempts;            /* may exceed OBSERVE_MAX_ATTEMPTS; only the first are kept */
+    uint64_t body_bytes_sent;    /* response body bytes to the client */
+    uint64_t request_body_bytes; /* request body bytes from the client */
     int64_t connect_ms, header_ms, upstream_ms, total_ms; /* -1: not applicable */
 };
 

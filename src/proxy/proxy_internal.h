@@ -36,7 +36,7 @@ struct worker {
     struct listener *listeners;
     struct listener *dead_listeners; /* closed, freed after the event batch */
     struct deferred sweep_listeners;
-    struct io notify; /* eventfd: the main thread posts commands */
+    struct io notify;                 /* eventfd: the main thread posts commands */
     _Atomic(struct config *) pending; /* new config for WORKER_CMD_RELOAD */
     atomic_int commands;
     atomic_bool finished;
@@ -151,22 +151,22 @@ struct request {
     struct body req_body;
     struct body req_body_start; /* to replay the body on a retry */
     struct outq up_out;
-    uint32_t up_hdr_len;  /* request header in up_out.gen, kept for a retry */
-    bool body_consumed;   /* body bytes left the client buffer: no replay */
-    bool continue_pending;/* send 100 Continue before reading the body */
+    uint32_t up_hdr_len;   /* request header in up_out.gen, kept for a retry */
+    bool body_consumed;    /* body bytes left the client buffer: no replay */
+    bool continue_pending; /* send 100 Continue before reading the body */
 
     /* the upstream connection */
     struct upstream_conn *uc;
     struct upstream_server *server;
     struct timer up_timer;
     bool up_readable, up_writable, up_eof;
-    bool up_rdhup; /* the upstream FIN was signalled: read until 0 */
+    bool up_rdhup;    /* the upstream FIN was signalled: read until 0 */
     bool up_any_byte; /* a response byte arrived on this attempt */
     bool up_sent_any; /* a request byte was written on this attempt */
     int attempts;
-    int free_retries; /* 1 once a dead pooled connection was replaced */
-    bool attempt_open;  /* an attempt started and its end was not counted yet */
-    bool aborted;       /* the client connection was cut mid-response */
+    int free_retries;  /* 1 once a dead pooled connection was replaced */
+    bool attempt_open; /* an attempt started and its end was not counted yet */
+    bool aborted;      /* the client connection was cut mid-response */
     struct attempt_evidence evidence[OBSERVE_MAX_ATTEMPTS];
     uint64_t tried;
 
@@ -179,7 +179,7 @@ struct request {
     bool resp_started;   /* the response header is queued for the client */
     bool generated;      /* the response is ours (error page), not relayed */
     bool tunnel;
-    bool resp_keep_alive;/* the upstream allows reuse after this response */
+    bool resp_keep_alive; /* the upstream allows reuse after this response */
     enum cause cause;
     int err; /* errno of the failure, 0 if none */
 };

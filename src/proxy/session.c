@@ -205,7 +205,7 @@ static struct request *request_new(struct session *s)
     memset(r, 0, offsetof(struct request, logtext));
     memset(&r->rid, 0, sizeof(*r) - offsetof(struct request, rid));
     _Static_assert(offsetof(struct request, accept) ==
-                       offsetof(struct request, logtext) + sizeof(r->logtext) &&
+                           offsetof(struct request, logtext) + sizeof(r->logtext) &&
                        offsetof(struct request, rid) ==
                            offsetof(struct request, accept) + sizeof(r->accept),
                    "only the text copies are left uncleared");
@@ -465,8 +465,8 @@ static void request_log_text(struct request *r, const struct http_request *hr)
     const struct http_header *acc = http_find_header(hr->headers, hr->num_headers, "Accept");
     r->accept_len = 0;
     if (acc) {
-        r->accept_len = (uint16_t)(acc->value_len < sizeof(r->accept) ? acc->value_len
-                                                                     : sizeof(r->accept));
+        r->accept_len =
+            (uint16_t)(acc->value_len < sizeof(r->accept) ? acc->value_len : sizeof(r->accept));
         memcpy(r->accept, acc->value, r->accept_len);
     }
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
@@ -641,8 +641,7 @@ static void attempt_failed(struct request *r, enum cause cause, int err, bool re
     bool reused = r->uc && r->uc->reused;
     release_upstream(r, false);
     bool replayable = !r->body_consumed;
-    bool allowed = !request_sent ||
-                   (replayable && (method_is_idempotent(r->method) || partial));
+    bool allowed = !request_sent || (replayable && (method_is_idempotent(r->method) || partial));
     /* A pooled connection that dies under a request was most likely closed
      * by the server while idle (the race with our reuse): one such retry
      * per request is free, so retries: 0 still survives it. */
@@ -1003,7 +1002,6 @@ static void start_request(struct session *s, struct request *r, const struct htt
 
 /* ---------- the response header for the client ---------- */
 
-
 /* Build the client's copy of an upstream response header (final or 1xx). */
 static int build_client_response(struct request *r, const struct http_response *resp)
 {
@@ -1097,8 +1095,7 @@ static bool start_response(struct request *r, const struct http_response *resp, 
     if (resp->status == 101) {
         r->tunnel = true;
         b->framing = HTTP_FRAMING_UNTIL_CLOSE;
-    } else if (resp->framing == HTTP_FRAMING_CHUNKED ||
-               resp->framing == HTTP_FRAMING_UNTIL_CLOSE) {
+    } else if (resp->framing == HTTP_FRAMING_CHUNKED || resp->framing == HTTP_FRAMING_UNTIL_CLOSE) {
         if (r->minor_version == 1)
             b->chunked_out = true;
         else
@@ -1343,8 +1340,8 @@ static bool drive_upstream(struct request *r)
         if (n <= 0) {
             r->up_eof = true;
             if (!r->resp_started && !r->up_any_byte) {
-                attempt_failed(r, CAUSE_CONNECTION_TERMINATED, n < 0 ? (int)-n : 0,
-                               r->up_sent_any, !outq_empty(&r->up_out) || !r->req_body.done);
+                attempt_failed(r, CAUSE_CONNECTION_TERMINATED, n < 0 ? (int)-n : 0, r->up_sent_any,
+                               !outq_empty(&r->up_out) || !r->req_body.done);
                 return true;
             }
             if (!r->resp_started) {
@@ -1364,7 +1361,8 @@ static bool drive_upstream(struct request *r)
         r->up_any_byte = true;
         progress = true;
         loop_timer_set(session_loop(s), &r->up_timer,
-                       r->tunnel ? session_cfg(s)->tunnel_timeout_ms : r->group->cfg->read_timeout_ms);
+                       r->tunnel ? session_cfg(s)->tunnel_timeout_ms
+                                 : r->group->cfg->read_timeout_ms);
         if (r->resp_started)
             break;
         /* parse as many header sections as there are (1xx then final) */
@@ -1376,10 +1374,10 @@ static bool drive_upstream(struct request *r)
             if (hl == HTTP_INCOMPLETE)
                 break;
             if (hl < 0) {
-                enum cause c = herr == HTTP_ERR_HEADERS_TOO_LARGE ||
-                                       herr == HTTP_ERR_TOO_MANY_HEADERS
-                                   ? CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE
-                                   : CAUSE_HTTP_PROTOCOL_ERROR;
+                enum cause c =
+                    herr == HTTP_ERR_HEADERS_TOO_LARGE || herr == HTTP_ERR_TOO_MANY_HEADERS
+                        ? CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE
+                        : CAUSE_HTTP_PROTOCOL_ERROR;
                 log_attempt_detail(r, "parsing the response from", c, 0, http_error_text(herr));
                 fail_request(r, c, 0);
                 return true;
@@ -1401,8 +1399,8 @@ static bool drive_client(struct request *r)
     for (;;) {
         /* Queue the next body piece behind whatever is pending (often the
          * response header), so both leave in one writev(). */
-        if (r->resp_started && !r->generated && !r->resp_body.done &&
-            !outq_has_body(&r->cl_out) && buf_len(&r->up_in)) {
+        if (r->resp_started && !r->generated && !r->resp_body.done && !outq_has_body(&r->cl_out) &&
+            buf_len(&r->up_in)) {
             enum http_error herr = HTTP_OK;
             if (body_prepare(&r->resp_body, &r->up_in, r->up_eof, &r->cl_out, &herr) < 0) {
                 log_attempt_detail(r, "reading the response body from",

@@ -36,8 +36,8 @@ struct upstream_server {
     const struct config_server *cfg;
     struct upstream_group *group;
     size_t index;
-    int current_weight; /* smooth weighted round robin state */
-    uint32_t in_flight; /* exchanges on this worker now (least_conn) */
+    int current_weight;         /* smooth weighted round robin state */
+    uint32_t in_flight;         /* exchanges on this worker now (least_conn) */
     struct upstream_conn *idle; /* head of idle connections, most recent first */
     uint32_t idle_count;
     struct server_stats *stats; /* not owned; set by whoever built the set */
@@ -53,7 +53,7 @@ struct upstream_group {
 
 struct upstream_set {
     struct loop *loop;
-    struct config *cfg; /* holds a reference */
+    struct config *cfg;            /* holds a reference */
     struct upstream_group *groups; /* parallel to cfg->upstreams */
     size_t num_groups;
     uint32_t users; /* sessions using this set; freed when 0 and retired */

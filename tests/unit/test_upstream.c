@@ -29,8 +29,8 @@ static struct upstream_set *set_for(struct loop *loop, const char *yaml)
     return set;
 }
 
-#define GROUP(servers, extra)                                                                    \
-    "listen: [\"127.0.0.1:1\"]\nupstreams:\n  app:\n    servers: " servers "\n" extra           \
+#define GROUP(servers, extra)                                                                      \
+    "listen: [\"127.0.0.1:1\"]\nupstreams:\n  app:\n    servers: " servers "\n" extra              \
     "routes:\n  - upstream: app\n"
 
 static void test_round_robin_is_smooth_and_weighted(void **state)
@@ -38,8 +38,8 @@ static void test_round_robin_is_smooth_and_weighted(void **state)
     (void)state;
     struct loop *loop = loop_new();
     struct upstream_set *set = set_for(
-        loop, GROUP("[{address: \"127.0.0.1:10\", weight: 5}, \"127.0.0.1:11\", \"127.0.0.1:12\"]",
-                    ""));
+        loop,
+        GROUP("[{address: \"127.0.0.1:10\", weight: 5}, \"127.0.0.1:11\", \"127.0.0.1:12\"]", ""));
     struct upstream_group *g = &set->groups[0];
     /* smooth weighted round robin spreads the heavy server out: a a b a c a a */
     const size_t expected[] = {0, 0, 1, 0, 2, 0, 0};
@@ -71,9 +71,9 @@ static void test_least_conn_prefers_the_fewest_in_flight(void **state)
 {
     (void)state;
     struct loop *loop = loop_new();
-    struct upstream_set *set = set_for(
-        loop, GROUP("[\"127.0.0.1:10\", \"127.0.0.1:11\", \"127.0.0.1:12\"]",
-                    "    balance: least_conn\n"));
+    struct upstream_set *set =
+        set_for(loop, GROUP("[\"127.0.0.1:10\", \"127.0.0.1:11\", \"127.0.0.1:12\"]",
+                            "    balance: least_conn\n"));
     struct upstream_group *g = &set->groups[0];
     g->servers[0].in_flight = 5;
     g->servers[1].in_flight = 1;
@@ -95,9 +95,9 @@ static void test_hash_keeps_keys_when_a_server_is_added(void **state)
 {
     (void)state;
     struct loop *loop = loop_new();
-    struct upstream_set *three = set_for(
-        loop, GROUP("[\"127.0.0.1:10\", \"127.0.0.1:11\", \"127.0.0.1:12\"]",
-                    "    balance: hash\n    hash_key: uri\n"));
+    struct upstream_set *three =
+        set_for(loop, GROUP("[\"127.0.0.1:10\", \"127.0.0.1:11\", \"127.0.0.1:12\"]",
+                            "    balance: hash\n    hash_key: uri\n"));
     struct upstream_set *four = set_for(
         loop, GROUP("[\"127.0.0.1:10\", \"127.0.0.1:11\", \"127.0.0.1:12\", \"127.0.0.1:13\"]",
                     "    balance: hash\n    hash_key: uri\n"));
@@ -128,9 +128,9 @@ static void test_hash_respects_weights(void **state)
 {
     (void)state;
     struct loop *loop = loop_new();
-    struct upstream_set *set = set_for(
-        loop, GROUP("[{address: \"127.0.0.1:10\", weight: 3}, \"127.0.0.1:11\"]",
-                    "    balance: hash\n"));
+    struct upstream_set *set =
+        set_for(loop, GROUP("[{address: \"127.0.0.1:10\", weight: 3}, \"127.0.0.1:11\"]",
+                            "    balance: hash\n"));
     int counts[2] = {0};
     for (int k = 0; k < 4000; k++) {
         char key[32];
