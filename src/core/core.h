@@ -15,6 +15,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* The struct that embeds member (an io, a timer) at p. */
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+
 /* ---- event loop ---- */
 
 struct loop;

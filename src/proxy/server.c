@@ -12,8 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
-
 #define HOUSEKEEPING_MS 1000
 #define DRAIN_CHECK_MS 20
 #define ACCEPT_BATCH 64

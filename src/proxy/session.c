@@ -28,8 +28,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
-
 /* Requests kept for reuse per worker. */
 #define REQUEST_FREE_RESERVE 64
 
@@ -445,11 +443,24 @@ static void attempt_end(struct request *r, enum cause cause, int err)
     observe_attempt_end(r->server->stats, cause, err, connect_ms, header_ms, r->rid);
 }
 
-static void request_log_text(struct request *r, const struct http_request *hr)
+/* Copy what the log and the error page need from the parsed header (its
+ * strings point into a buffer that is reused while the body streams), in
+ * one pass over the fields. Returns the client's X-Request-Id field, if any. */
+static const struct http_header *request_log_text(struct request *r, const struct http_request *hr)
 {
     size_t cap = sizeof(r->logtext), n = 0;
-    const struct http_header *ref = http_find_header(hr->headers, hr->num_headers, "Referer");
-    const struct http_header *ua = http_find_header(hr->headers, hr->num_headers, "User-Agent");
+    const struct http_header *ref = NULL, *ua = NULL, *acc = NULL, *rid = NULL;
+    for (size_t i = 0; i < hr->num_headers; i++) {
+        const struct http_header *h = &hr->headers[i];
+        if (!ref && http_name_is(h, "Referer"))
+            ref = h;
+        else if (!ua && http_name_is(h, "User-Agent"))
+            ua = h;
+        else if (!acc && http_name_is(h, "Accept"))
+            acc = h;
+        else if (!rid && http_name_is(h, "X-Request-Id"))
+            rid = h;
+    }
     struct {
         const char *p;
         size_t len;
@@ -462,7 +473,6 @@ static void request_log_text(struct request *r, const struct http_request *hr)
         {ua ? ua->value : NULL, ua ? ua->value_len : 0, &r->agent_len, 200},
         {hr->host, hr->host ? hr->host_len : 0, &r->host_len, 128},
     };
-    const struct http_header *acc = http_find_header(hr->headers, hr->num_headers, "Accept");
     r->accept_len = 0;
     if (acc) {
         r->accept_len =
@@ -478,6 +488,7 @@ static void request_log_text(struct request *r, const struct http_request *hr)
         *parts[i].out = (uint16_t)len;
         n += len;
     }
+    return rid;
 }
 
 /* ---------- generated responses ---------- */
@@ -762,11 +773,6 @@ static void upstream_event(struct io *io, uint32_t events)
 
 /* ---------- the forwarded request header ---------- */
 
-static bool header_is(const struct http_header *h, const char *name, size_t len)
-{
-    return h->name_len == len && strncasecmp(h->name, name, len) == 0;
-}
-
 static void append_u64(struct buf *b, uint64_t v)
 {
     char digits[20];
@@ -788,12 +794,11 @@ static void append_header(struct buf *b, const struct http_header *h)
 
 /* Append every value of the fields with this name, each followed by ", "
  * (RFC 9110 5.3: several field lines are one comma-separated list). */
-static void append_values(struct buf *b, const struct http_request *hr, const char *name,
-                          size_t len)
+static void append_values(struct buf *b, const struct http_request *hr, const char *name)
 {
     for (size_t i = 0; i < hr->num_headers; i++) {
         const struct http_header *h = &hr->headers[i];
-        if (header_is(h, name, len) && h->value_len) {
+        if (http_name_is(h, name) && h->value_len) {
             buf_append(b, h->value, h->value_len);
             buf_append(b, ", ", 2);
         }
@@ -817,20 +822,20 @@ static int build_upstream_request(struct request *r, const struct http_request *
         const struct http_header *h = &hr->headers[i];
         if (http_is_hop_by_hop(h, hr->headers, hr->num_headers))
             continue;
-        if (header_is(h, "Content-Length", 14) || header_is(h, "Expect", 6) ||
-            header_is(h, "X-Request-Id", 12))
+        if (http_name_is(h, "Content-Length") || http_name_is(h, "Expect") ||
+            http_name_is(h, "X-Request-Id"))
             continue; /* framing is re-added below; 100-continue is ours to answer */
-        if (cfg->x_forwarded_for && header_is(h, "X-Forwarded-For", 15)) {
+        if (cfg->x_forwarded_for && http_name_is(h, "X-Forwarded-For")) {
             xff_len += h->value_len + 2;
             continue;
         }
-        if (cfg->via && header_is(h, "Via", 3)) {
+        if (cfg->via && http_name_is(h, "Via")) {
             via_len += h->value_len + 2;
             continue;
         }
         /* Set, not appended: a client must not choose what the app trusts. */
-        if ((cfg->x_forwarded_proto && header_is(h, "X-Forwarded-Proto", 17)) ||
-            (cfg->x_forwarded_host && header_is(h, "X-Forwarded-Host", 16)))
+        if ((cfg->x_forwarded_proto && http_name_is(h, "X-Forwarded-Proto")) ||
+            (cfg->x_forwarded_host && http_name_is(h, "X-Forwarded-Host")))
             continue;
         if (buf_room(b) < h->name_len + h->value_len + 4)
             return -1;
@@ -851,7 +856,7 @@ static int build_upstream_request(struct request *r, const struct http_request *
         char ip[INET6_ADDRSTRLEN];
         peer_text(s, ip, sizeof(ip));
         buf_append(b, "X-Forwarded-For: ", 17);
-        append_values(b, hr, "X-Forwarded-For", 15);
+        append_values(b, hr, "X-Forwarded-For");
         buf_append(b, ip, strlen(ip));
         buf_append(b, "\r\n", 2);
     }
@@ -864,7 +869,7 @@ static int build_upstream_request(struct request *r, const struct http_request *
     }
     if (cfg->via) {
         buf_append(b, "Via: ", 5);
-        append_values(b, hr, "Via", 3);
+        append_values(b, hr, "Via");
         buf_append(b, hr->minor_version ? "1.1 bulwark\r\n" : "1.0 bulwark\r\n", 13);
     }
     if (hr->framing == HTTP_FRAMING_LENGTH) {
@@ -928,8 +933,7 @@ static void start_request(struct session *s, struct request *r, const struct htt
     r->minor_version = hr->minor_version;
     r->client_keep_alive = hr->keep_alive;
     r->upgrade = hr->upgrade;
-    request_log_text(r, hr);
-    const struct http_header *rid = http_find_header(hr->headers, hr->num_headers, "X-Request-Id");
+    const struct http_header *rid = request_log_text(r, hr);
     if (rid && observe_request_id_valid(rid->value, rid->value_len)) {
         memcpy(r->rid, rid->value, rid->value_len);
         r->rid[rid->value_len] = '\0';
@@ -1021,12 +1025,12 @@ static int build_client_response(struct request *r, const struct http_response *
     for (size_t i = 0; i < resp->num_headers; i++) {
         const struct http_header *h = &resp->headers[i];
         if (http_is_hop_by_hop(h, resp->headers, resp->num_headers)) {
-            if (!(switching && header_is(h, "Upgrade", 7)))
+            if (!(switching && http_name_is(h, "Upgrade")))
                 continue;
         }
-        if (header_is(h, "Content-Length", 14) && resp->framing == HTTP_FRAMING_LENGTH)
+        if (http_name_is(h, "Content-Length") && resp->framing == HTTP_FRAMING_LENGTH)
             continue; /* re-added below */
-        if (resp->status >= 200 && header_is(h, "X-Request-Id", 12))
+        if (resp->status >= 200 && http_name_is(h, "X-Request-Id"))
             continue; /* ours is the one the client and the logs know */
         if (buf_room(b) < h->name_len + h->value_len + 128)
             return -1;

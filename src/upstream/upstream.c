@@ -254,8 +254,7 @@ static void idle_conn_event(struct io *io, uint32_t events)
 
 static void idle_conn_timeout(struct timer *t)
 {
-    struct upstream_conn *c =
-        (struct upstream_conn *)((char *)t - offsetof(struct upstream_conn, idle_timer));
+    struct upstream_conn *c = container_of(t, struct upstream_conn, idle_timer);
     struct loop *loop = c->server->group->set->loop;
     idle_unlink(c);
     conn_destroy(loop, c);
