@@ -65,16 +65,57 @@ void buf_compact(struct buf *b)
     b->end = (uint32_t)n;
 }
 
-size_t buf_append(struct buf *b, const void *p, size_t n)
+bool buf_append(struct buf *b, const void *p, size_t n)
 {
     if (n > buf_room(b)) {
         buf_compact(b);
         if (n > buf_room(b))
-            n = buf_room(b);
+            return false;
     }
     memcpy(b->data + b->end, p, n);
     b->end += (uint32_t)n;
-    return n;
+    return true;
+}
+
+void wbuf_put(struct wbuf *w, const void *s, size_t n)
+{
+    if (w->overflow || n > w->cap - w->len) {
+        w->overflow = true;
+        return;
+    }
+    memcpy(w->p + w->len, s, n);
+    w->len += n;
+}
+
+void wbuf_puts(struct wbuf *w, const char *s)
+{
+    wbuf_put(w, s, strlen(s));
+}
+
+void wbuf_u64(struct wbuf *w, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[sizeof(digits) - ++n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    wbuf_put(w, digits + sizeof(digits) - n, n);
+}
+
+struct wbuf buf_writer(struct buf *b)
+{
+    if (buf_room(b) < BUF_SIZE / 2)
+        buf_compact(b);
+    return wbuf_make(buf_tail(b), buf_room(b));
+}
+
+bool buf_commit(struct buf *b, const struct wbuf *w)
+{
+    if (w->overflow)
+        return false;
+    b->end += (uint32_t)w->len;
+    return true;
 }
 
 void buf_trim_free_list(void)

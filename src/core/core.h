@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 /* The struct that embeds member (an io, a timer) at p. */
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
@@ -125,12 +126,89 @@ int buf_acquire(struct buf *b);
 void buf_release(struct buf *b);
 /* Move the data to the start of the block to make room at the end. */
 void buf_compact(struct buf *b);
-/* Append bytes; returns how many fitted. */
-size_t buf_append(struct buf *b, const void *p, size_t n);
+/* Append all n bytes, compacting first if needed. Returns false, and
+ * appends nothing, when they do not fit: a caller never sends half of
+ * something it built. */
+__attribute__((warn_unused_result)) bool buf_append(struct buf *b, const void *p, size_t n);
 /* Give back free blocks beyond a small reserve to the system (call when idle). */
 void buf_trim_free_list(void);
 /* Free every block of the calling thread's free list (thread exit). */
 void buf_free_all(void);
+
+/* ---- bounded writer ---- */
+
+/* Builds bytes into a fixed region with a sticky overflow flag: each put
+ * fits whole or marks the writer failed (and every later put is dropped).
+ * The builder checks wbuf_ok() once, before the bytes are used, so a
+ * header section is either whole or not sent at all. */
+struct wbuf {
+    char *p;
+    size_t len, cap;
+    bool overflow;
+};
+
+static inline struct wbuf wbuf_make(char *p, size_t cap)
+{
+    return (struct wbuf){p, 0, cap, false};
+}
+void wbuf_put(struct wbuf *w, const void *s, size_t n);
+void wbuf_puts(struct wbuf *w, const char *s);
+void wbuf_u64(struct wbuf *w, uint64_t v);
+static inline bool wbuf_ok(const struct wbuf *w)
+{
+    return !w->overflow;
+}
+/* A writer over the free room at the end of b; buf_commit() adds what it
+ * wrote to b if it did not overflow (returns false otherwise, b unchanged). */
+struct wbuf buf_writer(struct buf *b);
+__attribute__((warn_unused_result)) bool buf_commit(struct buf *b, const struct wbuf *w);
+
+/* ---- transport: bytes over a connected socket ---- */
+
+/* What the request path uses to move bytes, so a TLS transport can slide in
+ * under it. The transport keeps the socket's readiness (edge-triggered
+ * epoll: set by transport_on_event, cleared when the kernel says EAGAIN):
+ * whether a short read means "drained" is the transport's business, since
+ * only a plain socket can tell from the read alone. */
+struct transport;
+struct transport_ops {
+    ssize_t (*read)(struct transport *t, void *p, size_t n);
+    ssize_t (*writev)(struct transport *t, const struct iovec *iov, int n);
+    int (*shutdown_write)(struct transport *t);
+};
+struct transport {
+    int fd;
+    const struct transport_ops *ops;
+    bool readable, writable;
+    bool rdhup; /* FIN or error signalled: the next read that returns 0 is the end */
+    bool eof;   /* a read returned 0 */
+};
+
+extern const struct transport_ops transport_plain;
+static inline void transport_init(struct transport *t, int fd)
+{
+    *t = (struct transport){.fd = fd, .ops = &transport_plain};
+}
+/* Fold epoll event bits into the readiness flags. */
+void transport_on_event(struct transport *t, uint32_t events);
+/* Read into p: > 0 bytes, 0 at end of stream (sets eof), -EAGAIN (clears
+ * readable), or -errno. */
+static inline ssize_t transport_read(struct transport *t, void *p, size_t n)
+{
+    return t->ops->read(t, p, n);
+}
+/* Write: bytes written (>= 0), -EAGAIN (clears writable), or -errno. */
+static inline ssize_t transport_writev(struct transport *t, const struct iovec *iov, int n)
+{
+    return t->ops->writev(t, iov, n);
+}
+static inline int transport_shutdown_write(struct transport *t)
+{
+    return t->ops->shutdown_write(t);
+}
+/* Nothing is waiting to be read and the peer has not closed: the
+ * connection can carry another exchange. May peek at the socket. */
+bool transport_quiet(struct transport *t);
 
 /* ---- logging ---- */
 

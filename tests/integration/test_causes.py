@@ -22,7 +22,9 @@ def start(bulwark, server, extra=""):
 def assert_generated(b, resp, status, error, server):
     """A response of ours for this cause, logged in both logs with its request id."""
     assert resp.status == status, resp.head
-    assert resp.get("proxy-status") == f'bulwark; error={error}; next-hop="{server}"'
+    # RFC 9209 next-hop names the upstream group: never an internal address by default
+    assert resp.get("proxy-status") == f'bulwark; error={error}; next-hop="app"'
+    assert server.encode() not in resp.data
     rid = resp.get("x-request-id")
     assert rid and re.fullmatch(r"[0-9a-f]+", rid), resp.head
     assert error.encode() in resp.data and rid.encode() in resp.data

@@ -95,7 +95,7 @@ static void test_buffer_append_consume_compact(void **state)
     struct buf b = {0};
     assert_int_equal(buf_acquire(&b), 0);
     assert_non_null(b.data);
-    assert_int_equal(buf_append(&b, "hello world", 11), 11);
+    assert_true(buf_append(&b, "hello world", 11));
     buf_consume(&b, 6);
     assert_int_equal(buf_len(&b), 5);
     assert_memory_equal(buf_head(&b), "world", 5);
@@ -109,18 +109,70 @@ static void test_buffer_append_consume_compact(void **state)
     assert_null(b.data);
 }
 
-static void test_buffer_append_is_bounded(void **state)
+static void test_buffer_append_is_all_or_nothing(void **state)
 {
     (void)state;
     struct buf b = {0};
     assert_int_equal(buf_acquire(&b), 0);
     static char big[BUF_SIZE + 100];
     memset(big, 'x', sizeof(big));
-    assert_int_equal(buf_append(&b, big, sizeof(big)), BUF_SIZE);
+    /* too big: nothing appended, never a silent truncation */
+    assert_false(buf_append(&b, big, sizeof(big)));
+    assert_int_equal(buf_len(&b), 0);
+    /* exact fit */
+    assert_true(buf_append(&b, big, BUF_SIZE - 1));
+    assert_true(buf_append(&b, "y", 1));
     assert_int_equal(buf_room(&b), 0);
-    assert_int_equal(buf_append(&b, "y", 1), 0);
+    assert_false(buf_append(&b, "z", 1));
+    assert_int_equal(buf_len(&b), BUF_SIZE);
+    /* consumed bytes make room again (compaction) */
+    buf_consume(&b, 10);
+    assert_true(buf_append(&b, big, 10));
+    assert_false(buf_append(&b, "z", 1));
     buf_release(&b);
     buf_trim_free_list();
+}
+
+static void test_wbuf_overflow_is_sticky_and_exact(void **state)
+{
+    (void)state;
+    char out[8];
+    struct wbuf w = wbuf_make(out, sizeof(out));
+    wbuf_puts(&w, "1234");
+    wbuf_u64(&w, 5678);
+    assert_true(wbuf_ok(&w)); /* exactly full */
+    assert_int_equal(w.len, 8);
+    assert_memory_equal(out, "12345678", 8);
+    wbuf_put(&w, "", 0);
+    assert_true(wbuf_ok(&w));
+    wbuf_put(&w, "9", 1);
+    assert_false(wbuf_ok(&w));
+    assert_int_equal(w.len, 8);
+    /* a later put that would fit does not clear it */
+    struct wbuf w2 = wbuf_make(out, sizeof(out));
+    wbuf_puts(&w2, "123456789");
+    wbuf_puts(&w2, "1");
+    assert_false(wbuf_ok(&w2));
+    assert_int_equal(w2.len, 0);
+}
+
+static void test_buf_writer_commits_only_whole_writes(void **state)
+{
+    (void)state;
+    struct buf b = {0};
+    assert_int_equal(buf_acquire(&b), 0);
+    assert_true(buf_append(&b, "head", 4));
+    struct wbuf w = buf_writer(&b);
+    wbuf_puts(&w, "-tail");
+    assert_true(buf_commit(&b, &w));
+    assert_int_equal(buf_len(&b), 9);
+    assert_memory_equal(buf_head(&b), "head-tail", 9);
+    static char big[BUF_SIZE];
+    w = buf_writer(&b);
+    wbuf_put(&w, big, sizeof(big));
+    assert_false(buf_commit(&b, &w));
+    assert_int_equal(buf_len(&b), 9);
+    buf_release(&b);
 }
 
 static void test_released_buffers_are_reused(void **state)
@@ -142,7 +194,9 @@ int main(void)
         cmocka_unit_test(test_cancelled_timer_does_not_fire),
         cmocka_unit_test(test_rearming_moves_a_timer),
         cmocka_unit_test(test_buffer_append_consume_compact),
-        cmocka_unit_test(test_buffer_append_is_bounded),
+        cmocka_unit_test(test_buffer_append_is_all_or_nothing),
+        cmocka_unit_test(test_wbuf_overflow_is_sticky_and_exact),
+        cmocka_unit_test(test_buf_writer_commits_only_whole_writes),
         cmocka_unit_test(test_released_buffers_are_reused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

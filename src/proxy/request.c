@@ -1,0 +1,311 @@
+/* A request from its parsed head to its one ending.
+ *
+ * request_start routes the request, applies the route's limits, builds the
+ * forwarded head and starts the first attempt. request_end is the only way
+ * a request ends: it ends the attempt (the server's in-flight slot), gives
+ * the connection back (to the pool only when the exchange ended exactly),
+ * releases buffers and timers, logs, and then the session keeps the
+ * connection, lingers or closes. */
+#include "proxy/proxy_internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Requests kept for reuse per worker. */
+#define REQUEST_FREE_RESERVE 64
+
+struct request *request_new(struct session *s)
+{
+    struct worker *w = s->w;
+    struct request *r = w->free_requests;
+    if (r) {
+        w->free_requests = r->next_free;
+        w->num_free_requests--;
+    } else {
+        r = malloc(sizeof(*r));
+        if (!r)
+            return NULL;
+    }
+    memset(r, 0, offsetof(struct request, logtext));
+    memset(&r->rid, 0, sizeof(*r) - offsetof(struct request, rid));
+    _Static_assert(offsetof(struct request, accept) ==
+                           offsetof(struct request, logtext) + sizeof(r->logtext) &&
+                       offsetof(struct request, rid) ==
+                           offsetof(struct request, accept) + sizeof(r->accept),
+                   "only the text copies are left uncleared");
+    r->s = s;
+    r->ex = &exchange_http1;
+    r->state = REQ_FORWARD;
+    r->t_start_ms = loop_now_ms(session_loop(s));
+    timer_init(&r->at.timer, NULL);
+    return r;
+}
+
+void request_free(struct worker *w, struct request *r)
+{
+    buf_release(&r->up_out.gen);
+    buf_release(&r->up_in);
+    buf_release(&r->cl_out.gen);
+    if (w->num_free_requests < REQUEST_FREE_RESERVE) {
+        r->next_free = w->free_requests;
+        w->free_requests = r;
+        w->num_free_requests++;
+    } else {
+        free(r);
+    }
+}
+
+/* 16 hex digits: worker id, a per-start salt, the worker's request count.
+ * Unique per instance run without any shared counter. */
+void request_new_id(struct request *r, struct worker *w)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = ((uint64_t)(w->id & 0xff) << 56) | ((uint64_t)(w->rid_salt & 0xffffff) << 32) |
+                 (++w->request_seq & 0xffffffffull);
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        r->rid[i] = hex[v & 15];
+    r->rid[16] = '\0';
+}
+
+static int64_t span_ms(uint64_t from, uint64_t to)
+{
+    return from && to && to >= from ? (int64_t)(to - from) : -1;
+}
+
+/* Hand the request's evidence to observe (access log, metrics, /errors). */
+static void request_log(struct request *r)
+{
+    struct session *s = r->s;
+    const char *t = r->logtext;
+    const struct attempt *a = &r->at;
+    uint64_t now = loop_now_ms(session_loop(s));
+    struct request_record rec = {
+        .rid = r->rid,
+        .client_ip = s->ip,
+        .method = t,
+        .method_len = r->method_len,
+        .target = t + r->method_len,
+        .target_len = r->target_len,
+        .referer = t + r->method_len + r->target_len,
+        .referer_len = r->referer_len,
+        .user_agent = t + r->method_len + r->target_len + r->referer_len,
+        .user_agent_len = r->agent_len,
+        .host = t + r->method_len + r->target_len + r->referer_len + r->agent_len,
+        .host_len = r->host_len,
+        .minor_version = r->minor_version,
+        .status = r->status,
+        .upstream_status = r->upstream_status,
+        .cause = r->cause,
+        .err = r->err,
+        .aborted = r->aborted,
+        .route = r->route ? r->route->label : "-",
+        .upstream_group = r->group ? r->group->cfg->name : NULL,
+        .upstream_server = a->server ? a->server->cfg->name : NULL,
+        .num_attempts = r->attempts,
+        .body_bytes_sent = r->resp_body.bytes,
+        .request_body_bytes = r->req_body.bytes,
+        .connect_ms = span_ms(a->t_connect_ms, a->t_connected_ms),
+        .header_ms = span_ms(a->t_connect_ms, a->t_header_ms),
+        .upstream_ms = a->t_connect_ms ? span_ms(a->t_connect_ms, now) : -1,
+        .total_ms = span_ms(r->t_start_ms, now),
+    };
+    int n = r->attempts < OBSERVE_MAX_ATTEMPTS ? r->attempts : OBSERVE_MAX_ATTEMPTS;
+    memcpy(rec.attempts, r->evidence, (size_t)n * sizeof(rec.attempts[0]));
+    observe_request(&rec);
+    worker_defer_flush(s->w);
+}
+
+void request_end(struct request *r, enum request_ending how)
+{
+    struct session *s = r->s;
+    assert(s->req == r);
+    /* The attempt still open here produced no response we relay whole:
+     * its slot is given back, counted without a cause of its own. */
+    attempt_end(r, CAUSE_NONE, 0);
+    bool reusable = how == END_COMPLETE && r->at.uc && r->ex->reusable(r);
+    if (reusable && r->ka_timeout_s + r->ka_max)
+        proxy_keepalive_hint(r->at.uc, r->ka_timeout_s, r->ka_max);
+    attempt_release(r, reusable);
+    if (how == END_ABORT) {
+        if (!r->status)
+            r->status = 499;
+        if (request_head_sent(r) && r->state != REQ_TUNNEL)
+            r->aborted = true;
+    }
+    request_log(r);
+    bool complete = how == END_COMPLETE && r->state != REQ_TUNNEL;
+    bool keep = complete && r->client_keep_alive && !s->closing && r->req_body.done && !s->t.eof;
+    /* We close while the client may still be sending (a refused request,
+     * an unread body): linger, or its unread bytes make our close a reset
+     * that can destroy the response before the client reads it. */
+    bool linger = complete && !keep && !s->t.eof &&
+                  (r->state == REQ_LOCAL || !r->req_body.done || buf_len(&s->in));
+    s->req = NULL;
+    request_free(s->w, r);
+    session_request_done(s, keep, linger);
+}
+
+void request_client_gone(struct request *r, int status)
+{
+    if (!r->status || !request_head_sent(r))
+        r->status = status;
+    request_end(r, END_ABORT);
+}
+
+/* Copy what the log and the error page need from the parsed head (its
+ * strings point into a buffer that is reused while the body streams), in
+ * one pass over the fields. Returns the client's X-Request-Id field, if any. */
+static const struct http_header *request_log_text(struct request *r, const struct http_request *hr)
+{
+    size_t cap = sizeof(r->logtext), n = 0;
+    const struct http_header *ref = NULL, *ua = NULL, *acc = NULL, *rid = NULL;
+    for (size_t i = 0; i < hr->num_headers; i++) {
+        const struct http_header *h = &hr->headers[i];
+        if (!ref && http_name_is(h, "Referer"))
+            ref = h;
+        else if (!ua && http_name_is(h, "User-Agent"))
+            ua = h;
+        else if (!acc && http_name_is(h, "Accept"))
+            acc = h;
+        else if (!rid && http_name_is(h, "X-Request-Id"))
+            rid = h;
+    }
+    struct {
+        const char *p;
+        size_t len;
+        uint16_t *out;
+        size_t max;
+    } parts[] = {
+        {hr->method, hr->method_len, &r->method_len, 32},
+        {hr->target, hr->target_len, &r->target_len, 1024},
+        {ref ? ref->value : NULL, ref ? ref->value_len : 0, &r->referer_len, 256},
+        {ua ? ua->value : NULL, ua ? ua->value_len : 0, &r->agent_len, 200},
+        {hr->host, hr->host ? hr->host_len : 0, &r->host_len, 128},
+    };
+    r->accept_len = 0;
+    if (acc) {
+        r->accept_len =
+            (uint16_t)(acc->value_len < sizeof(r->accept) ? acc->value_len : sizeof(r->accept));
+        memcpy(r->accept, acc->value, r->accept_len);
+    }
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        size_t len = parts[i].len < parts[i].max ? parts[i].len : parts[i].max;
+        if (len > cap - n)
+            len = cap - n;
+        if (len)
+            memcpy(r->logtext + n, parts[i].p, len);
+        *parts[i].out = (uint16_t)len;
+        n += len;
+    }
+    return rid;
+}
+
+/* The path a route matches: the target's path, without the scheme and
+ * authority of an absolute-form target (RFC 9112 3.2.2) and without the
+ * query (a "?" ends the path, even one inside the authority's place). */
+static void target_path(const struct http_request *hr, const char **path, size_t *path_len)
+{
+    const char *t = hr->target;
+    size_t n = hr->target_len;
+    if (n && t[0] != '/') {
+        const char *p = memmem(t, n, "://", 3);
+        if (p) {
+            const char *end = t + n, *a = p + 3;
+            while (a < end && *a != '/' && *a != '?' && *a != '#')
+                a++;
+            n = (size_t)(end - a);
+            t = a;
+            if (n == 0 || *t != '/') {
+                *path = "/";
+                *path_len = 1;
+                return;
+            }
+        }
+    }
+    const char *q = memchr(t, '?', n);
+    *path = t;
+    *path_len = q ? (size_t)(q - t) : n;
+}
+
+static uint64_t request_hash(const struct request *r, const struct http_request *hr)
+{
+    const struct config_upstream *u = r->group->cfg;
+    const struct session *s = r->s;
+    if (u->hash_key == HASH_URI)
+        return upstream_hash(hr->target, hr->target_len);
+    if (u->hash_key == HASH_HEADER) {
+        const struct http_header *h =
+            http_find_header(hr->headers, hr->num_headers, u->hash_header);
+        return h ? upstream_hash(h->value, h->value_len) : 0;
+    }
+    if (s->peer.sa.sa_family == AF_INET6)
+        return upstream_hash(&s->peer.sin6.sin6_addr, 16);
+    return upstream_hash(&s->peer.sin.sin_addr, 4);
+}
+
+void request_start(struct session *s, struct request *r, const struct http_request *hr,
+                   size_t hdr_len)
+{
+    const struct config *cfg = session_cfg(s);
+    r->method = hr->method_id;
+    r->minor_version = hr->minor_version;
+    r->client_keep_alive = hr->keep_alive;
+    r->upgrade = hr->upgrade;
+    const struct http_header *rid = request_log_text(r, hr);
+    if (rid && observe_request_id_valid(rid->value, rid->value_len)) {
+        memcpy(r->rid, rid->value, rid->value_len);
+        r->rid[rid->value_len] = '\0';
+    }
+    r->req_body.framing = hr->framing;
+    r->req_body.left = hr->content_length;
+    r->req_body.coding = BODY_RAW;
+    r->req_body.done = hr->framing == HTTP_FRAMING_NONE ||
+                       (hr->framing == HTTP_FRAMING_LENGTH && hr->content_length == 0);
+    if (hr->framing == HTTP_FRAMING_CHUNKED)
+        http_chunked_init(&r->req_body.chunked);
+
+    const char *path;
+    size_t path_len;
+    target_path(hr, &path, &path_len);
+    r->route = config_match_route(cfg, hr->host, hr->host ? hr->host_len : 0, path, path_len);
+    buf_consume(&s->in, hdr_len);
+    if (!r->route) {
+        if (!r->req_body.done)
+            s->closing = true; /* we will not read the body */
+        r->req_body.done = true;
+        r->cause = CAUSE_DESTINATION_NOT_FOUND;
+        respond_local(r, 404, CAUSE_DESTINATION_NOT_FOUND);
+        return;
+    }
+    uint64_t max_body = r->route->max_body_bytes;
+    if (max_body && hr->framing == HTTP_FRAMING_LENGTH && hr->content_length > max_body) {
+        r->req_body.done = true;
+        request_refuse(r, 413, CAUSE_REQUEST_TOO_LARGE, "body larger than max_body_size");
+        return;
+    }
+    r->group = &s->set->groups[r->route->upstream->index];
+    if (r->group->cfg->balance == BALANCE_HASH)
+        r->hash = request_hash(r, hr);
+    int rc = r->ex->build_request(r, hr, &r->up_out.gen);
+    if (rc < 0) {
+        r->req_body.done = true;
+        request_refuse(r, rc == -ENOSPC ? 431 : 500,
+                       rc == -ENOSPC ? CAUSE_HTTP_REQUEST_ERROR : CAUSE_PROXY_INTERNAL_ERROR,
+                       rc == -ENOSPC ? "forwarded header section would not fit the buffer"
+                                     : "out of memory");
+        return;
+    }
+    r->up_hdr_len = (uint32_t)buf_len(&r->up_out.gen);
+    if (r->req_body.done && buf_len(&s->in) == 0)
+        buf_release(&s->in); /* nothing more to read for this request */
+    r->req_body_start = r->req_body;
+    /* RFC 9110 10.1.1: we answer the expectation ourselves once the request
+     * is accepted, so the client starts sending the body. */
+    if (hr->expect_continue && !r->req_body.done && hr->minor_version == 1)
+        r->continue_pending = true;
+    if (s->w->draining)
+        s->closing = true;
+    attempt_start(r);
+}

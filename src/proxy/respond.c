@@ -1,0 +1,117 @@
+/* Where failures become what the client sees: our own responses (error
+ * pages with Proxy-Status, refusals), or an aborted connection when part of
+ * the upstream's response already went out (a truncated body must never
+ * look whole). */
+#include "proxy/proxy_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Error pages are built here first: custom pages may be up to 32 KiB. */
+static __thread char page[40 * 1024];
+
+void respond_local(struct request *r, int status, enum cause cause)
+{
+    struct session *s = r->s;
+    r->state = REQ_LOCAL;
+    r->status = status;
+    r->resp_body = (struct body){.framing = HTTP_FRAMING_NONE, .done = true};
+    outq_drop_body(&r->cl_out);
+    if (buf_acquire(&r->cl_out.gen) < 0) {
+        r->aborted = true;
+        request_end(r, END_ABORT);
+        return;
+    }
+    /* Details (addresses, errno) reach the client only when the config
+     * says so: never leak internal addresses to the public by default.
+     * RFC 9209 next-hop names the upstream group unless details are on. */
+    char details[320];
+    const struct upstream_server *srv = r->at.server;
+    bool exposed = observe_expose_details() && srv;
+    if (exposed)
+        snprintf(details, sizeof(details), "%s: %s", srv->cfg->addr.text,
+                 r->err ? strerror(r->err) : cause_get(cause)->sentence);
+    const char *next_hop = NULL;
+    if (srv)
+        next_hop = exposed ? srv->cfg->addr.text : r->group->cfg->name;
+    const char *ctype;
+    size_t blen = observe_error_page(page, sizeof(page), status, cause, r->rid, r->accept,
+                                     r->accept_len, exposed ? details : NULL, &ctype);
+    char ps[1024];
+    size_t pl = observe_proxy_status(ps, sizeof(ps), cause, next_hop, exposed ? details : NULL);
+
+    struct wbuf w = buf_writer(&r->cl_out.gen);
+    wbuf_puts(&w, "HTTP/1.1 ");
+    wbuf_u64(&w, (uint64_t)status);
+    wbuf_put(&w, " ", 1);
+    wbuf_puts(&w, http_status_reason(status));
+    wbuf_puts(&w, "\r\nServer: bulwark\r\nContent-Type: ");
+    wbuf_puts(&w, ctype);
+    wbuf_puts(&w, "\r\nContent-Length: ");
+    wbuf_u64(&w, blen);
+    wbuf_puts(&w, "\r\nCache-Control: no-store\r\nProxy-Status: ");
+    wbuf_put(&w, ps, pl);
+    wbuf_puts(&w, "\r\nX-Request-Id: ");
+    wbuf_puts(&w, r->rid);
+    wbuf_put(&w, "\r\n", 2);
+    if (s->closing || !r->client_keep_alive)
+        wbuf_puts(&w, "Connection: close\r\n");
+    else if (r->minor_version == 0)
+        wbuf_puts(&w, "Connection: keep-alive\r\n");
+    wbuf_put(&w, "\r\n", 2);
+    if (r->method != HTTP_METHOD_HEAD) {
+        wbuf_put(&w, page, blen);
+        r->resp_body.bytes = blen;
+    }
+    if (!buf_commit(&r->cl_out.gen, &w)) {
+        /* A custom page larger than the block: never half a response. */
+        log_error("error page for status %d does not fit the %d-byte buffer; closing the "
+                  "connection rid=%s",
+                  status, BUF_SIZE, r->rid);
+        r->aborted = true;
+        request_end(r, END_ABORT);
+    }
+}
+
+void request_fail(struct request *r, enum cause cause, int err)
+{
+    struct session *s = r->s;
+    r->cause = cause;
+    r->err = err;
+    attempt_end(r, cause, err);
+    attempt_release(r, false);
+    const struct cause_info *ci = cause_get(cause);
+    if (request_head_sent(r) || ci->status == 0) {
+        if (r->state != REQ_LOCAL && r->at.server)
+            log_error("response from %s (upstream \"%s\") aborted after %llu body bytes: %s; "
+                      "cause=%s client connection closed rid=%s",
+                      r->at.server->cfg->addr.text, r->group->cfg->name,
+                      (unsigned long long)r->resp_body.bytes, err ? strerror(err) : ci->sentence,
+                      ci->proxy_status, r->rid);
+        if (!r->status)
+            r->status = ci->status ? ci->status : 502;
+        r->aborted = true;
+        request_end(r, END_ABORT);
+        return;
+    }
+    /* The request body may be half read: the next request's start is unknown. */
+    if (!r->req_body.done)
+        s->closing = true;
+    buf_release(&r->up_in);
+    buf_release(&r->up_out.gen);
+    outq_drop_body(&r->up_out);
+    respond_local(r, ci->status, cause);
+}
+
+void request_refuse(struct request *r, int status, enum cause cause, const char *why)
+{
+    struct session *s = r->s;
+    log_info("refused request from %s with %d: %s rid=%s", s->ip, status, why, r->rid);
+    attempt_end(r, CAUSE_NONE, 0);
+    attempt_release(r, false);
+    s->closing = true;
+    r->cause = cause;
+    buf_release(&r->up_out.gen);
+    outq_drop_body(&r->up_out);
+    respond_local(r, status, cause);
+}
