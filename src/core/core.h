@@ -42,7 +42,8 @@ int loop_listener_pause(struct loop *loop, struct io *io, bool paused);
  * callback of another io of the same batch. */
 void loop_del(struct loop *loop, struct io *io);
 
-/* Run until loop_stop(). */
+/* Run until loop_stop() (which may also come before the run). Once it
+ * returns, the loop can run again. */
 void loop_run(struct loop *loop);
 void loop_stop(struct loop *loop);
 

@@ -249,6 +249,7 @@ void loop_run(struct loop *loop)
         run_timers(loop);
         loop_run_deferred(loop);
     }
+    loop->stopped = false; /* the loop may run again (a probe, a test) */
 }
 
 /* ---- signals ---- */

@@ -432,10 +432,13 @@ static bool all_finished(struct server *srv)
     return true;
 }
 
-static void drain_start(struct server *srv)
+static void drain_start(struct server *srv, const char *signal_name)
 {
-    if (srv->draining)
-        return; /* a second SIGTERM does not shorten the drain */
+    if (srv->draining) {
+        /* A second SIGTERM does not shorten the drain: SIGQUIT does. */
+        log_info("%s ignored: already shutting down (SIGQUIT exits now)", signal_name);
+        return;
+    }
     srv->draining = true;
     uint32_t timeout_ms = srv->cfg->shutdown_timeout_ms;
     log_info("shutting down: finishing in-flight requests (up to %u ms)", timeout_ms);
@@ -466,7 +469,7 @@ static void on_sighup(struct signal_watch *sw)
 {
     struct server *srv = container_of(sw, struct server, sighup);
     if (srv->draining) {
-        log_info("SIGHUP ignored: shutting down");
+        log_info("SIGHUP ignored: shutting down, not reloading");
         return;
     }
     reload(srv);
@@ -474,12 +477,12 @@ static void on_sighup(struct signal_watch *sw)
 
 static void on_sigterm(struct signal_watch *sw)
 {
-    drain_start(container_of(sw, struct server, sigterm));
+    drain_start(container_of(sw, struct server, sigterm), "SIGTERM");
 }
 
 static void on_sigint(struct signal_watch *sw)
 {
-    drain_start(container_of(sw, struct server, sigint));
+    drain_start(container_of(sw, struct server, sigint), "SIGINT");
 }
 
 static void on_sigquit(struct signal_watch *sw)
