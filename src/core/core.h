@@ -38,9 +38,13 @@ int loop_add(struct loop *loop, struct io *io);
 int loop_add_listener(struct loop *loop, struct io *io);
 /* Stop or restart polling a listener (fd limit back-off, shutdown). */
 int loop_listener_pause(struct loop *loop, struct io *io, bool paused);
+/* Stop polling io. Events for it already fetched in the current batch are
+ * dropped too, so the owner may close and free it at once, even from the
+ * callback of another io of the same batch. */
 void loop_del(struct loop *loop, struct io *io);
 
-/* Run until loop_stop(). */
+/* Run until loop_stop() (which may also come before the run). Once it
+ * returns, the loop can run again. */
 void loop_run(struct loop *loop);
 void loop_stop(struct loop *loop);
 
@@ -81,6 +85,53 @@ struct deferred {
 void loop_defer(struct loop *loop, struct deferred *d);
 /* Run what is deferred now (teardown, after the loop stopped). */
 void loop_run_deferred(struct loop *loop);
+
+/* ---- signals and child processes as loop events ----
+ *
+ * A watched signal is read from a signalfd, so its callback runs on the loop
+ * like any event, with no async-signal-safety rules. A signalfd only sees a
+ * signal that is blocked in every thread: block it (pthread_sigmask) before
+ * creating any thread, since threads inherit the mask. loop_watch_signal()
+ * also blocks it in the calling thread. Children inherit the mask too, even
+ * across exec: a process spawner must unblock them in the child.
+ * Deliveries of one signal that arrive before the loop reads them may run
+ * the callback once (the kernel coalesces standard signals). */
+
+struct signal_watch {
+    int signo;
+    void (*cb)(struct signal_watch *sw);
+    struct signal_watch *next; /* private */
+};
+
+/* Run cb on the loop for each delivery of signo. Several watches may name
+ * the same signal; each runs. 0 or -errno. */
+int loop_watch_signal(struct loop *loop, struct signal_watch *sw, int signo,
+                      void (*cb)(struct signal_watch *sw));
+/* Stop running sw (a callback may unwatch its own watch). The signal stays
+ * blocked: unblocking would bring back its default action (SIGTERM kills). */
+void loop_unwatch_signal(struct loop *loop, struct signal_watch *sw);
+
+/* Exit notification for one child process (for a process supervisor). */
+struct child_watch {
+    pid_t pid;
+    void (*cb)(struct child_watch *cw, int wstatus);
+    struct child_watch *next; /* private */
+    bool exited;              /* private: reaped, callback pending */
+    int wstatus;              /* private */
+};
+
+/* Run cb once, on the loop, when child pid exits; cb gets waitpid()'s status
+ * (WIFEXITED, WEXITSTATUS...), or -1 when something else reaped the child
+ * first. The loop watches SIGCHLD (same blocking rule as above) and reaps
+ * with waitpid(pid, WNOHANG) only the pids it watches: children that other
+ * code waits for are left alone. A child that already exited is reported
+ * too (after the current iteration, never from inside this call). The watch
+ * ends when cb runs; cb may free cw. 0, or -ECHILD when pid is not a child
+ * of this process, or -errno. */
+int loop_watch_child(struct loop *loop, struct child_watch *cw, pid_t pid,
+                     void (*cb)(struct child_watch *cw, int wstatus));
+/* Forget cw before its child exited (no callback; the child stays unreaped). */
+void loop_unwatch_child(struct loop *loop, struct child_watch *cw);
 
 /* ---- I/O buffers ---- */
 

@@ -1,10 +1,15 @@
-/* The event loop: epoll plus a binary heap of timers, one per worker thread. */
+/* The event loop: epoll plus a binary heap of timers, one per thread that
+ * runs one (each worker, and the main thread for signals and shutdown). */
 #include "core/core.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +22,18 @@ struct loop {
     struct timer **heap; /* heap[1..count] */
     size_t count, cap;
     struct deferred *deferred;
+
+    /* The event batch being dispatched: loop_del() drops the events of a
+     * deleted io from its unprocessed part (batch[batch_next..batch_count)). */
+    struct epoll_event *batch;
+    int batch_next, batch_count;
+
+    struct io signals_io; /* signalfd of every watched signal; fd -1 until one is */
+    sigset_t signal_mask;
+    struct signal_watch *signals;
+    struct child_watch *children;
+    struct signal_watch sigchld; /* watched once a child is */
+    struct deferred reap;
 };
 
 static uint64_t monotonic_ms(void)
@@ -37,6 +54,8 @@ struct loop *loop_new(void)
         return NULL;
     }
     loop->now_ms = monotonic_ms();
+    loop->signals_io.fd = -1;
+    sigemptyset(&loop->signal_mask);
     return loop;
 }
 
@@ -44,6 +63,8 @@ void loop_free(struct loop *loop)
 {
     if (!loop)
         return;
+    if (loop->signals_io.fd >= 0)
+        close(loop->signals_io.fd);
     close(loop->epfd);
     free(loop->heap);
     free(loop);
@@ -70,6 +91,11 @@ int loop_listener_pause(struct loop *loop, struct io *io, bool paused)
 void loop_del(struct loop *loop, struct io *io)
 {
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    /* epoll may already have handed out an event for io in this batch: the
+     * owner may free io as soon as we return. */
+    for (int i = loop->batch_next; i < loop->batch_count; i++)
+        if (loop->batch[i].data.ptr == io)
+            loop->batch[i].data.ptr = NULL;
 }
 
 uint64_t loop_now_ms(const struct loop *loop)
@@ -210,12 +236,160 @@ void loop_run(struct loop *loop)
     while (!loop->stopped) {
         int n = epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, next_timeout(loop));
         loop->now_ms = monotonic_ms();
-        for (int i = 0; i < n; i++) {
+        loop->batch = events;
+        loop->batch_count = n > 0 ? n : 0;
+        for (int i = 0; i < loop->batch_count; i++) {
             struct io *io = events[i].data.ptr;
-            io->on_event(io, events[i].events);
+            loop->batch_next = i + 1;
+            if (io)
+                io->on_event(io, events[i].events);
         }
+        loop->batch_count = 0;
         loop_run_deferred(loop);
         run_timers(loop);
         loop_run_deferred(loop);
+    }
+    loop->stopped = false; /* the loop may run again (a probe, a test) */
+}
+
+/* ---- signals ---- */
+
+static void signals_event(struct io *io, uint32_t events)
+{
+    struct loop *loop = container_of(io, struct loop, signals_io);
+    struct signalfd_siginfo si[16];
+    for (;;) {
+        ssize_t n = read(io->fd, si, sizeof(si));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        for (size_t i = 0; i < (size_t)n / sizeof(si[0]); i++) {
+            struct signal_watch *sw = loop->signals, *next;
+            for (; sw; sw = next) {
+                next = sw->next; /* the callback may unwatch sw */
+                if (sw->signo == (int)si[i].ssi_signo)
+                    sw->cb(sw);
+            }
+        }
+    }
+}
+
+int loop_watch_signal(struct loop *loop, struct signal_watch *sw, int signo,
+                      void (*cb)(struct signal_watch *sw))
+{
+    sigset_t one;
+    sigemptyset(&one);
+    if (sigaddset(&one, signo) < 0)
+        return -errno;
+    int rc = pthread_sigmask(SIG_BLOCK, &one, NULL);
+    if (rc)
+        return -rc;
+    sigset_t mask = loop->signal_mask;
+    sigaddset(&mask, signo);
+    /* With an existing fd, signalfd() only replaces its mask. */
+    int fd = signalfd(loop->signals_io.fd, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (loop->signals_io.fd < 0) {
+        loop->signals_io.fd = fd;
+        loop->signals_io.on_event = signals_event;
+        rc = loop_add_listener(loop, &loop->signals_io);
+        if (rc < 0) {
+            close(fd);
+            loop->signals_io.fd = -1;
+            return rc;
+        }
+    }
+    loop->signal_mask = mask;
+    sw->signo = signo;
+    sw->cb = cb;
+    sw->next = loop->signals;
+    loop->signals = sw;
+    return 0;
+}
+
+void loop_unwatch_signal(struct loop *loop, struct signal_watch *sw)
+{
+    for (struct signal_watch **pp = &loop->signals; *pp; pp = &(*pp)->next) {
+        if (*pp == sw) {
+            *pp = sw->next;
+            return;
+        }
+    }
+}
+
+/* ---- child processes ---- */
+
+static void reap_children(struct deferred *d)
+{
+    struct loop *loop = container_of(d, struct loop, reap);
+    for (struct child_watch *cw = loop->children; cw; cw = cw->next) {
+        if (cw->exited)
+            continue;
+        int st;
+        pid_t r = waitpid(cw->pid, &st, WNOHANG);
+        if (r == cw->pid) {
+            cw->exited = true;
+            cw->wstatus = st;
+        } else if (r < 0 && errno == ECHILD) {
+            cw->exited = true;
+            cw->wstatus = -1;
+        }
+    }
+    /* One at a time from the head: a callback may watch or unwatch others. */
+    for (;;) {
+        struct child_watch **pp = &loop->children;
+        while (*pp && !(*pp)->exited)
+            pp = &(*pp)->next;
+        struct child_watch *cw = *pp;
+        if (!cw)
+            return;
+        *pp = cw->next;
+        cw->next = NULL;
+        cw->cb(cw, cw->wstatus);
+    }
+}
+
+static void sigchld_received(struct signal_watch *sw)
+{
+    struct loop *loop = container_of(sw, struct loop, sigchld);
+    loop_defer(loop, &loop->reap);
+}
+
+int loop_watch_child(struct loop *loop, struct child_watch *cw, pid_t pid,
+                     void (*cb)(struct child_watch *cw, int wstatus))
+{
+    if (!loop->sigchld.cb) {
+        int rc = loop_watch_signal(loop, &loop->sigchld, SIGCHLD, sigchld_received);
+        if (rc < 0)
+            return rc;
+        loop->reap.cb = reap_children;
+    }
+    /* The child may have exited before we watched SIGCHLD, or its SIGCHLD
+     * may have been read for another child: look now. */
+    int st;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r < 0)
+        return -errno;
+    cw->pid = pid;
+    cw->cb = cb;
+    cw->exited = r == pid;
+    cw->wstatus = cw->exited ? st : 0;
+    cw->next = loop->children;
+    loop->children = cw;
+    if (cw->exited)
+        loop_defer(loop, &loop->reap);
+    return 0;
+}
+
+void loop_unwatch_child(struct loop *loop, struct child_watch *cw)
+{
+    for (struct child_watch **pp = &loop->children; *pp; pp = &(*pp)->next) {
+        if (*pp == cw) {
+            *pp = cw->next;
+            cw->next = NULL;
+            return;
+        }
     }
 }

@@ -3,6 +3,7 @@
 #include <errno.h>
 
 #include "observe/observe.h"
+#include "upstream/upstream.h"
 
 static const struct cause_info causes[CAUSE__COUNT] = {
     [CAUSE_NONE] = {0, "-", "no error", "-"},
@@ -113,4 +114,32 @@ enum cause cause_from_connect_errno(int err)
     default:
         return CAUSE_CONNECTION_TERMINATED;
     }
+}
+
+enum cause observe_cause_from_h1(const struct h1_result *r)
+{
+    switch (r->failure) {
+    case H1_OK:
+        return CAUSE_NONE;
+    case H1_CONNECT_FAILED:
+        return cause_from_connect_errno(r->err);
+    case H1_CONNECT_TIMEOUT:
+        return CAUSE_CONNECTION_TIMEOUT;
+    case H1_SEND_FAILED:
+    case H1_CLOSED:
+        return CAUSE_CONNECTION_TERMINATED;
+    case H1_SEND_TIMEOUT:
+        return CAUSE_CONNECTION_WRITE_TIMEOUT;
+    case H1_RESPONSE_TIMEOUT:
+        return CAUSE_HTTP_RESPONSE_TIMEOUT;
+    case H1_PROTOCOL_ERROR:
+        return CAUSE_HTTP_PROTOCOL_ERROR;
+    case H1_HEADER_TOO_LARGE:
+        return CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE;
+    case H1_READ_TIMEOUT:
+        return CAUSE_CONNECTION_READ_TIMEOUT;
+    case H1_BODY_INCOMPLETE:
+        return CAUSE_HTTP_RESPONSE_INCOMPLETE;
+    }
+    return CAUSE_PROXY_INTERNAL_ERROR;
 }

@@ -50,6 +50,12 @@ const struct cause_info *cause_get(enum cause c);
 /* Map a connect()/socket errno to its cause. */
 enum cause cause_from_connect_errno(int err);
 
+/* The cause of an exchange of upstream's HTTP/1 client (a probe, a health
+ * check): CAUSE_NONE when it succeeded, else the cause named next to its
+ * enum h1_failure. Whether the status is acceptable is the caller's call. */
+struct h1_result;
+enum cause observe_cause_from_h1(const struct h1_result *r);
+
 /* ---- what the proxy reports ---- */
 
 #include <stddef.h>

@@ -1,138 +1,92 @@
 /* Probing the upstreams of a config: does each server's name resolve, and
  * does something accept a TCP connection there within connect_timeout?
  * Catches a wrong port or a backend that is not started before a user
- * meets the 502. All servers are probed at once with non-blocking
- * connects, so the whole probe takes the longest connect_timeout at most. */
+ * meets the 502. All servers are probed at once, each a connect-only
+ * exchange of upstream's HTTP/1 client on one loop, so the whole probe
+ * takes the longest connect_timeout at most. */
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "core/core.h"
 #include "observe/observe_internal.h"
+#include "upstream/upstream.h"
+
+/* One probe run: its loop stops when the last probe reports. */
+struct probe_run {
+    struct loop *loop;
+    size_t pending;
+};
 
 struct probe {
     const struct config_upstream *up;
     const struct config_server *srv;
-    struct config_addr addr;
-    int fd;
-    uint64_t deadline_ms;
+    struct probe_run *run;
+    struct h1_client client;
     enum cause cause; /* CAUSE_NONE once connected */
     int err;
     char why[512];      /* DNS failure text */
     int64_t connect_ms; /* -1 until known */
-    bool done;
 };
 
-static uint64_t mono_ms(void)
+static void probe_done(struct h1_client *c, const struct h1_result *r)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    struct probe *p = container_of(c, struct probe, client);
+    p->cause = observe_cause_from_h1(r);
+    p->err = r->err;
+    p->connect_ms = r->connect_ms;
+    if (--p->run->pending == 0)
+        loop_stop(p->run->loop);
 }
 
-static void finish(struct probe *p, enum cause cause, int err, uint64_t start)
+/* Start p's connect, or settle it at once (DNS). */
+static void probe_start(struct probe *p, struct probe_run *run)
 {
-    p->cause = cause;
-    p->err = err;
-    p->connect_ms = (int64_t)(mono_ms() - start);
-    p->done = true;
-    if (p->fd >= 0) {
-        close(p->fd);
-        p->fd = -1;
-    }
-}
-
-static void probe_start(struct probe *p, uint64_t start)
-{
-    p->fd = -1;
+    struct h1_request req = {
+        .addr = p->srv->addr,
+        .connect_only = true,
+        .connect_timeout_ms = p->up->connect_timeout_ms ? p->up->connect_timeout_ms : 1,
+    };
+    p->run = run;
     p->connect_ms = -1;
-    p->deadline_ms = start + (p->up->connect_timeout_ms ? p->up->connect_timeout_ms : 1);
-    p->addr = p->srv->addr;
-    if (!p->addr.len) {
+    if (!req.addr.len) {
         /* It did not resolve at load: try again, it may have been fixed
          * since; the answer's text is the evidence. */
-        if (config_parse_addr(p->srv->name, true, &p->addr, p->why, sizeof(p->why)) < 0) {
-            finish(p, CAUSE_DNS_ERROR, 0, start);
+        if (config_parse_addr(p->srv->name, true, &req.addr, p->why, sizeof(p->why)) < 0) {
+            p->cause = CAUSE_DNS_ERROR;
             return;
         }
     }
-    p->fd = socket(p->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (p->fd < 0) {
-        finish(p, cause_from_connect_errno(errno), errno, start);
+    h1_client_init(&p->client, run->loop, probe_done);
+    int rc = h1_client_start(&p->client, &req);
+    if (rc < 0) {
+        p->cause = CAUSE_PROXY_INTERNAL_ERROR;
+        p->err = -rc;
         return;
     }
-    if (connect(p->fd, (const struct sockaddr *)&p->addr.ss, p->addr.len) == 0)
-        finish(p, CAUSE_NONE, 0, start);
-    else if (errno != EINPROGRESS)
-        finish(p, cause_from_connect_errno(errno), errno, start);
+    run->pending++;
 }
 
 /* Runs every probe to its end; returns how many failed. */
 static size_t probe_all(struct probe *probes, size_t n)
 {
-    uint64_t start = mono_ms();
-    struct pollfd *pfd = calloc(n ? n : 1, sizeof(*pfd));
-    size_t *which = calloc(n ? n : 1, sizeof(*which));
+    struct probe_run run = {.loop = loop_new()};
     size_t failed = 0;
-
-    if (!pfd || !which) {
-        free(pfd);
-        free(which);
-        for (size_t i = 0; i < n; i++) {
-            probes[i].done = true;
+    for (size_t i = 0; i < n; i++) {
+        if (!run.loop) {
             probes[i].cause = CAUSE_PROXY_INTERNAL_ERROR;
             probes[i].err = ENOMEM;
+            continue;
         }
-        return n;
+        probe_start(&probes[i], &run);
     }
+    if (run.pending)
+        loop_run(run.loop);
+    loop_free(run.loop);
     for (size_t i = 0; i < n; i++)
-        probe_start(&probes[i], start);
-    for (;;) {
-        size_t k = 0;
-        uint64_t now = mono_ms(), next = UINT64_MAX;
-        for (size_t i = 0; i < n; i++) {
-            struct probe *p = &probes[i];
-            if (p->done)
-                continue;
-            if (now >= p->deadline_ms) {
-                finish(p, CAUSE_CONNECTION_TIMEOUT, ETIMEDOUT, start);
-                continue;
-            }
-            if (p->deadline_ms < next)
-                next = p->deadline_ms;
-            pfd[k] = (struct pollfd){.fd = p->fd, .events = POLLOUT};
-            which[k++] = i;
-        }
-        if (!k)
-            break;
-        int rc = poll(pfd, k, (int)(next - now));
-        if (rc < 0 && errno != EINTR)
-            break;
-        for (size_t j = 0; rc > 0 && j < k; j++) {
-            if (!pfd[j].revents)
-                continue;
-            struct probe *p = &probes[which[j]];
-            int err = 0;
-            socklen_t len = sizeof(err);
-            if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-                err = errno;
-            finish(p, err ? cause_from_connect_errno(err) : CAUSE_NONE, err, start);
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!probes[i].done)
-            finish(&probes[i], CAUSE_PROXY_INTERNAL_ERROR, errno, start);
         failed += probes[i].cause != CAUSE_NONE;
-    }
-    free(pfd);
-    free(which);
     return failed;
 }
 

@@ -52,6 +52,7 @@ struct worker {
     _Atomic(struct config *) pending; /* new config for WORKER_CMD_RELOAD */
     atomic_int commands;
     atomic_bool finished;
+    int finished_fd; /* the main loop's eventfd, written when the thread ends */
 
     struct session *sessions; /* every open client session */
     size_t num_sessions;

@@ -18,10 +18,17 @@
 #define ACCEPT_BACKOFF_MS 100
 #define LISTEN_BACKLOG 4096
 
+/* The main thread: a loop of its own for signals, the drain's deadline and
+ * the workers' "finished" notifications. */
 struct server {
     struct worker **workers;
     int num_workers;
     struct config *cfg;
+    struct loop *loop;
+    struct signal_watch sighup, sigterm, sigint, sigquit;
+    struct io finished; /* eventfd: a worker thread ended */
+    struct timer shutdown_deadline;
+    bool draining;
 };
 
 /* Open a listening socket. SO_REUSEPORT gives each worker its own socket
@@ -295,15 +302,19 @@ static void *worker_main(void *arg)
     worker_teardown(w);
     log_access_flush();
     atomic_store(&w->finished, true);
+    uint64_t one = 1;
+    if (write(w->finished_fd, &one, sizeof(one)) < 0)
+        log_error("worker %d: notifying its end failed: %s", w->id, strerror(errno));
     return NULL;
 }
 
-static struct worker *worker_new(int id, struct config *cfg)
+static struct worker *worker_new(int id, struct config *cfg, int finished_fd)
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (!w)
         return NULL;
     w->id = id;
+    w->finished_fd = finished_fd;
     w->loop = loop_new();
     w->notify.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!w->loop || w->notify.fd < 0)
@@ -421,32 +432,82 @@ static bool all_finished(struct server *srv)
     return true;
 }
 
-static void drain(struct server *srv)
+static void drain_start(struct server *srv, const char *signal_name)
 {
+    if (srv->draining) {
+        /* A second SIGTERM does not shorten the drain: SIGQUIT does. */
+        log_info("%s ignored: already shutting down (SIGQUIT exits now)", signal_name);
+        return;
+    }
+    srv->draining = true;
     uint32_t timeout_ms = srv->cfg->shutdown_timeout_ms;
     log_info("shutting down: finishing in-flight requests (up to %u ms)", timeout_ms);
     for (int i = 0; i < srv->num_workers; i++)
         worker_post(srv->workers[i], WORKER_CMD_DRAIN);
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGQUIT);
-    while (!all_finished(srv)) {
-        struct timespec tick = {0, 10 * 1000 * 1000};
-        if (sigtimedwait(&set, NULL, &tick) == SIGQUIT) {
-            log_info("SIGQUIT: exiting now");
-            break;
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        uint64_t ms = (uint64_t)(now.tv_sec - start.tv_sec) * 1000 +
-                      (uint64_t)((now.tv_nsec - start.tv_nsec) / 1000000);
-        if (ms >= timeout_ms) {
-            log_warn("shutdown_timeout reached: closing the remaining connections");
-            break;
-        }
+    loop_timer_set(srv->loop, &srv->shutdown_deadline, timeout_ms);
+}
+
+static void shutdown_deadline(struct timer *t)
+{
+    struct server *srv = container_of(t, struct server, shutdown_deadline);
+    log_warn("shutdown_timeout reached: closing the remaining connections");
+    loop_stop(srv->loop);
+}
+
+/* A worker thread ended (it drained): stop once all have. */
+static void worker_finished(struct io *io, uint32_t events)
+{
+    struct server *srv = container_of(io, struct server, finished);
+    uint64_t v;
+    if (read(io->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        log_error("reading the workers' eventfd failed: %s", strerror(errno));
+    if (all_finished(srv))
+        loop_stop(srv->loop);
+}
+
+static void on_sighup(struct signal_watch *sw)
+{
+    struct server *srv = container_of(sw, struct server, sighup);
+    if (srv->draining) {
+        log_info("SIGHUP ignored: shutting down, not reloading");
+        return;
     }
-    log_access_flush();
+    reload(srv);
+}
+
+static void on_sigterm(struct signal_watch *sw)
+{
+    drain_start(container_of(sw, struct server, sigterm), "SIGTERM");
+}
+
+static void on_sigint(struct signal_watch *sw)
+{
+    drain_start(container_of(sw, struct server, sigint), "SIGINT");
+}
+
+static void on_sigquit(struct signal_watch *sw)
+{
+    struct server *srv = container_of(sw, struct server, sigquit);
+    log_info("SIGQUIT: exiting now");
+    loop_stop(srv->loop);
+}
+
+/* The main loop, its signal watches and the workers' eventfd. */
+static int server_loop_init(struct server *srv)
+{
+    srv->loop = loop_new();
+    srv->finished.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!srv->loop || srv->finished.fd < 0)
+        return -1;
+    srv->finished.on_event = worker_finished;
+    timer_init(&srv->shutdown_deadline, shutdown_deadline);
+    if (loop_add_listener(srv->loop, &srv->finished) < 0 ||
+        loop_watch_signal(srv->loop, &srv->sighup, SIGHUP, on_sighup) < 0 ||
+        loop_watch_signal(srv->loop, &srv->sigterm, SIGTERM, on_sigterm) < 0 ||
+        loop_watch_signal(srv->loop, &srv->sigint, SIGINT, on_sigint) < 0 ||
+        loop_watch_signal(srv->loop, &srv->sigquit, SIGQUIT, on_sigquit) < 0)
+        return -1;
+    return 0;
 }
 
 int proxy_run(struct config *cfg)
@@ -458,6 +519,9 @@ int proxy_run(struct config *cfg)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGQUIT);
+    /* SIGCHLD too: a child watch on the main loop needs it blocked in every
+     * thread, and threads (admin, probe, workers) inherit this mask. */
+    sigaddset(&set, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     apply_logs(cfg);
@@ -473,11 +537,15 @@ int proxy_run(struct config *cfg)
             return 1;
         }
     }
+    if (server_loop_init(&srv) < 0) {
+        log_error("cannot set up the main event loop: %s", strerror(errno));
+        return 1;
+    }
     srv.workers = calloc((size_t)srv.num_workers, sizeof(*srv.workers));
     if (!srv.workers)
         return 1;
     for (int i = 0; i < srv.num_workers; i++) {
-        srv.workers[i] = worker_new(i, cfg);
+        srv.workers[i] = worker_new(i, cfg, srv.finished.fd);
         if (!srv.workers[i]) {
             log_error("cannot start worker %d; exiting", i);
             return 1;
@@ -497,18 +565,9 @@ int proxy_run(struct config *cfg)
     log_info("bulwark started: pid=%d workers=%d listen=%s config=%s", (int)getpid(),
              srv.num_workers, addrs, cfg->path);
 
-    for (;;) {
-        int sig = sigwaitinfo(&set, NULL);
-        if (sig == SIGHUP) {
-            reload(&srv);
-        } else if (sig == SIGTERM || sig == SIGINT) {
-            drain(&srv);
-            break;
-        } else if (sig == SIGQUIT) {
-            log_info("SIGQUIT: exiting now");
-            break;
-        }
-    }
+    /* Until SIGQUIT, the shutdown deadline, or the last worker's end. */
+    loop_run(srv.loop);
+    log_access_flush();
     if (!all_finished(&srv)) {
         /* Workers are still inside their loops (shutdown_timeout or
          * SIGQUIT): end the process without running exit handlers under
@@ -525,6 +584,8 @@ int proxy_run(struct config *cfg)
         free(w);
     }
     free(srv.workers);
+    loop_free(srv.loop);
+    close(srv.finished.fd);
     config_unref(srv.cfg);
     log_info("bulwark stopped");
     return 0;

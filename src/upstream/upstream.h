@@ -1,6 +1,7 @@
 /* Upstream groups as one worker sees them: servers, balancers, and per-worker
  * keep-alive pools. Knows nothing about client sessions: it hands out
- * connections and takes them back.
+ * connections and takes them back. Also one small HTTP/1 client of our own
+ * (struct h1_client), for probes and health checks.
  *
  * One struct upstream_set exists per worker per loaded config. It is built
  * when the worker starts using that config and freed (closing its idle
@@ -15,6 +16,7 @@
 
 #include "config/config.h"
 #include "core/core.h"
+#include "http/http.h"
 
 struct upstream_server;
 struct server_stats; /* observe's shared counters; attached by the proxy */
@@ -93,5 +95,106 @@ void upstream_set_conn_hook(void (*hook)(int delta));
 
 /* Check a just-finished non-blocking connect: 0 or -errno (SO_ERROR). */
 int upstream_connect_result(struct upstream_conn *c);
+
+/* ---- one small HTTP/1 client (src/upstream/h1client.c) ----
+ *
+ * One exchange = one call: connect to an address (with a timeout), send one
+ * request, read the response with the strict parser of src/http, close, and
+ * report once through a callback. Non-blocking on a struct loop; any number
+ * may run on one loop, each in its own struct h1_client, which the caller
+ * embeds and owns (no allocation per exchange but the read block, taken from
+ * the thread's buffer free list). h1_client_cancel() ends one without a
+ * report (a reload drops the checks of the old config).
+ *
+ * It reports what happened as an enum h1_failure and an errno; it speaks no
+ * enum cause: observe maps a result to its cause (observe_cause_from_h1()),
+ * so dependencies point one way (observe reads upstream, not the reverse).
+ */
+
+/* Body bytes kept for the caller; the rest of the body is read and dropped.
+ * They sit at the front of the read block, so 48 KiB are left for reads. */
+#define H1_MAX_KEPT_BODY (16 * 1024)
+
+/* Where an exchange failed. The comment names the cause observe maps it to. */
+enum h1_failure {
+    H1_OK = 0,           /* the whole response arrived (or, connect_only, the handshake) */
+    H1_CONNECT_FAILED,   /* socket() or connect() failed: err (ECONNREFUSED...) decides */
+    H1_CONNECT_TIMEOUT,  /* no handshake within connect_timeout_ms: connection_timeout */
+    H1_SEND_FAILED,      /* the request could not be sent: connection_terminated */
+    H1_SEND_TIMEOUT,     /* response_timeout_ms ran out sending: connection_write_timeout */
+    H1_RESPONSE_TIMEOUT, /* no complete response header in time: http_response_timeout */
+    H1_CLOSED,           /* closed or reset before a complete header: connection_terminated */
+    H1_PROTOCOL_ERROR,   /* the parser refused header or chunked body: http_protocol_error */
+    H1_HEADER_TOO_LARGE, /* header over max_header_bytes: http_response_header_section_size */
+    H1_READ_TIMEOUT,     /* the body did not end in time: connection_read_timeout */
+    H1_BODY_INCOMPLETE,  /* closed before the framed body ended: http_response_incomplete */
+};
+
+/* What to do. Strings are only read by h1_client_start() (the request is
+ * serialised there), so they need not outlive that call. */
+struct h1_request {
+    struct config_addr addr;      /* where to connect */
+    bool connect_only;            /* report once the TCP handshake completes; no HTTP */
+    const char *method;           /* "GET" when NULL; "HEAD" expects no body */
+    const char *path;             /* "/" when NULL */
+    const char *host;             /* the Host value; addr.text when NULL */
+    const char *headers;          /* extra header lines, each ending "\r\n", or NULL */
+    bool keep_alive;              /* send Connection: keep-alive, not close (the client
+                                     closes after the response either way) */
+    uint32_t connect_timeout_ms;  /* 0: no limit */
+    uint32_t response_timeout_ms; /* from the handshake to the end of the response; 0: no limit */
+    size_t max_header_bytes;      /* response header limit; 0: 16384, at most 32768 */
+    size_t max_body_kept;         /* body bytes kept for the report, at most H1_MAX_KEPT_BODY */
+};
+
+struct h1_result {
+    enum h1_failure failure;
+    int err;                  /* errno of the failure (ETIMEDOUT for timeouts), 0 if none */
+    enum http_error http_err; /* why the parser refused, for H1_PROTOCOL_ERROR and
+                                 H1_HEADER_TOO_LARGE; HTTP_OK otherwise */
+    int status;               /* final status code, 0 when no final header arrived */
+    int64_t connect_ms;       /* start to handshake, -1 when not connected */
+    int64_t total_ms;         /* start to report */
+    uint64_t body_bytes;      /* body bytes received (decoded), kept or not */
+    const char *body;         /* the first max_body_kept of them; valid during the callback */
+    size_t body_len;
+};
+
+/* Private fields: initialise with h1_client_init(), then use the functions. */
+struct h1_client {
+    struct io io;
+    struct loop *loop;
+    struct timer timer;
+    struct buf in; /* the request while sending, then [kept body][unread input] */
+    void (*on_done)(struct h1_client *c, const struct h1_result *r);
+    struct h1_result res;
+    uint64_t start_ms;
+    uint32_t response_timeout_ms;
+    uint32_t max_header_bytes;
+    uint32_t max_kept, kept;
+    uint64_t body_left;
+    struct http_chunked chunked;
+    enum http_method method;
+    uint8_t state;
+    uint8_t framing;
+    bool connect_only;
+};
+
+/* Prepare c for use on loop; on_done receives every report. */
+void h1_client_init(struct h1_client *c, struct loop *loop,
+                    void (*on_done)(struct h1_client *c, const struct h1_result *r));
+
+/* Start one exchange. Returns 0 and then reports exactly once through
+ * on_done, from the loop (never from inside this call, even when connect()
+ * fails at once); or returns -EBUSY (c is running), -ENOMEM (no read block),
+ * -E2BIG (the request does not fit a block) and reports nothing. on_done may
+ * start c again or free it; the result lives until on_done returns. */
+int h1_client_start(struct h1_client *c, const struct h1_request *req);
+
+/* End a running exchange now, without a report. Harmless on an idle c. */
+void h1_client_cancel(struct h1_client *c);
+
+/* An exchange is running (started, not reported or cancelled yet). */
+bool h1_client_busy(const struct h1_client *c);
 
 #endif

@@ -128,6 +128,52 @@ def test_sigquit_during_a_drain_exits_at_once(bulwark, origin):
     assert waited < 2.0, f"SIGQUIT during the drain took {waited:.2f}s"
 
 
+def test_sigint_drains_and_a_second_signal_does_not_cut_the_drain(bulwark, origin):
+    release = threading.Event()
+    o = origin(slow_path(release))
+    b = bulwark(simple_config([o.addr], extra_top="shutdown_timeout: 30s\n"))
+    t, out = start_slow(b)
+    try:
+        wait_requests(o, 1)
+        b.proc.send_signal(signal.SIGINT)
+        assert wait_refused(b.port), "the listener must close at SIGINT"
+        b.proc.send_signal(signal.SIGTERM)
+        b.wait_log(r"SIGTERM ignored: already shutting down")
+        b.proc.send_signal(signal.SIGINT)
+        b.wait_log(r"SIGINT ignored: already shutting down")
+        assert b.proc.poll() is None, "a second signal must not end the drain"
+    finally:
+        release.set()
+    t.join(15)
+    assert out and out[0].status == 200 and out[0].complete, out and out[0].head
+    rc, waited = wait_exit(b.proc, 10)
+    assert rc == 0, b.output()
+    assert waited < 5
+
+
+def test_sighup_during_a_drain_is_ignored(bulwark, origin):
+    release = threading.Event()
+    o, other = origin(slow_path(release)), origin()
+    b = bulwark(simple_config([o.addr], extra_top="shutdown_timeout: 30s\n"))
+    t, out = start_slow(b)
+    try:
+        wait_requests(o, 1)
+        b.proc.send_signal(signal.SIGTERM)
+        assert wait_refused(b.port)
+        b.write_config(simple_config([other.addr]))
+        b.proc.send_signal(signal.SIGHUP)
+        b.wait_log(r"SIGHUP ignored: shutting down, not reloading")
+        assert b.proc.poll() is None, "the drain goes on"
+    finally:
+        release.set()
+    t.join(15)
+    assert out and out[0].status == 200 and json.loads(out[0].data)["port"] == o.port
+    rc, _ = wait_exit(b.proc, 10)
+    assert rc == 0, b.output()
+    assert "reloading configuration" not in b.error_log()
+    assert not other.requests
+
+
 def second_instance(tmp_path, port, upstream):
     cfg = tmp_path / "second.yaml"
     cfg.write_text(simple_config([upstream]).replace("{port}", str(port)) +

@@ -1,10 +1,18 @@
-/* Unit tests for src/core: timer heap order and cancellation, buffers. */
+/* Unit tests for src/core: timer heap order and cancellation, buffers,
+ * signals and child processes as loop events, loop_del within a batch. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/core.h"
 
@@ -187,6 +195,199 @@ static void test_released_buffers_are_reused(void **state)
     buf_release(&b);
 }
 
+/* Every loop_run() below is bounded by this timer. */
+#define TEST_DEADLINE_MS 5000
+static struct timer deadline;
+static bool deadline_hit;
+
+static void deadline_fired(struct timer *t)
+{
+    deadline_hit = true;
+    loop_stop(test_loop);
+}
+
+static void run_bounded(void)
+{
+    deadline_hit = false;
+    timer_init(&deadline, deadline_fired);
+    loop_timer_set(test_loop, &deadline, TEST_DEADLINE_MS);
+    loop_run(test_loop);
+    loop_timer_cancel(test_loop, &deadline);
+}
+
+static int signal_runs[4];
+
+static void count_usr1(struct signal_watch *sw)
+{
+    signal_runs[0]++;
+    loop_stop(test_loop);
+}
+
+static void count_usr1_too(struct signal_watch *sw)
+{
+    signal_runs[1]++;
+}
+
+static void count_usr2(struct signal_watch *sw)
+{
+    signal_runs[2]++;
+}
+
+static void test_watched_signal_runs_its_callbacks_on_the_loop(void **state)
+{
+    (void)state;
+    test_loop = loop_new();
+    memset(signal_runs, 0, sizeof(signal_runs));
+    struct signal_watch a, b, c;
+    assert_int_equal(loop_watch_signal(test_loop, &a, SIGUSR1, count_usr1), 0);
+    assert_int_equal(loop_watch_signal(test_loop, &b, SIGUSR1, count_usr1_too), 0);
+    assert_int_equal(loop_watch_signal(test_loop, &c, SIGUSR2, count_usr2), 0);
+    /* Blocked now: without the signalfd, SIGUSR1's default action would
+     * kill the test. */
+    kill(getpid(), SIGUSR1);
+    assert_int_equal(signal_runs[0], 0); /* not from a handler: on the loop */
+    run_bounded();
+    assert_false(deadline_hit);
+    assert_int_equal(signal_runs[0], 1);
+    assert_int_equal(signal_runs[1], 1);
+    assert_int_equal(signal_runs[2], 0);
+
+    loop_unwatch_signal(test_loop, &b);
+    kill(getpid(), SIGUSR1);
+    run_bounded();
+    assert_int_equal(signal_runs[0], 2);
+    assert_int_equal(signal_runs[1], 1);
+    loop_free(test_loop);
+}
+
+static int child_reports;
+static int child_status[4];
+static pid_t child_pid[4];
+static struct child_watch child_watches[4];
+
+static void child_exited(struct child_watch *cw, int wstatus)
+{
+    int i = (int)(cw - child_watches);
+    assert_int_equal(cw->pid, child_pid[i]);
+    child_status[i] = wstatus;
+    if (++child_reports == 2)
+        loop_stop(test_loop);
+}
+
+static pid_t spawn_exiting_with(int code)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(code);
+    return pid;
+}
+
+static void test_child_exits_are_reported_with_their_status(void **state)
+{
+    (void)state;
+    test_loop = loop_new();
+    child_reports = 0;
+    /* One child exits before it is watched (its zombie waits, reported from
+     * the loop after the watch), one while the loop runs. */
+    child_pid[0] = spawn_exiting_with(7);
+    siginfo_t si;
+    assert_int_equal(waitid(P_PID, (id_t)child_pid[0], &si, WEXITED | WNOWAIT), 0);
+    assert_int_equal(loop_watch_child(test_loop, &child_watches[0], child_pid[0], child_exited), 0);
+    assert_int_equal(child_reports, 0); /* never from inside the call */
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    child_pid[1] = fork();
+    assert_true(child_pid[1] >= 0);
+    if (child_pid[1] == 0) {
+        char c;
+        close(pipefd[1]);
+        _exit(read(pipefd[0], &c, 1) == 1 ? 9 : 1);
+    }
+    close(pipefd[0]);
+    assert_int_equal(loop_watch_child(test_loop, &child_watches[1], child_pid[1], child_exited), 0);
+    assert_int_equal(write(pipefd[1], "x", 1), 1); /* now it may exit */
+    close(pipefd[1]);
+    run_bounded();
+    assert_false(deadline_hit);
+    assert_int_equal(child_reports, 2);
+    assert_true(WIFEXITED(child_status[0]) && WEXITSTATUS(child_status[0]) == 7);
+    assert_true(WIFEXITED(child_status[1]) && WEXITSTATUS(child_status[1]) == 9);
+    /* Reaped: no zombie left. */
+    assert_int_equal(waitpid(child_pid[0], NULL, WNOHANG), -1);
+    assert_int_equal(waitpid(child_pid[1], NULL, WNOHANG), -1);
+    loop_free(test_loop);
+}
+
+static void test_only_children_can_be_watched(void **state)
+{
+    (void)state;
+    test_loop = loop_new();
+    struct child_watch cw;
+    assert_int_equal(loop_watch_child(test_loop, &cw, getppid(), child_exited), -ECHILD);
+    loop_free(test_loop);
+}
+
+static void test_unwatched_child_is_not_reported_nor_reaped(void **state)
+{
+    (void)state;
+    test_loop = loop_new();
+    child_reports = 0;
+    child_pid[2] = spawn_exiting_with(3);
+    assert_int_equal(loop_watch_child(test_loop, &child_watches[2], child_pid[2], child_exited), 0);
+    loop_unwatch_child(test_loop, &child_watches[2]);
+    int st;
+    assert_int_equal(waitpid(child_pid[2], &st, 0), child_pid[2]); /* still ours to reap */
+    assert_int_equal(WEXITSTATUS(st), 3);
+    struct timer stop;
+    timer_init(&stop, stop_loop_cb);
+    loop_timer_set(test_loop, &stop, 20);
+    loop_run(test_loop);
+    assert_int_equal(child_reports, 0);
+    loop_free(test_loop);
+}
+
+/* Two ready eventfds in one batch; whichever runs first deletes and
+ * closes the other: the other's already fetched event must not run. */
+struct closer {
+    struct io io;
+    struct closer *other;
+    int runs;
+};
+
+static void close_the_other(struct io *io, uint32_t events)
+{
+    struct closer *c = container_of(io, struct closer, io);
+    c->runs++;
+    if (c->other->io.fd >= 0) {
+        loop_del(test_loop, &c->other->io);
+        close(c->other->io.fd);
+        c->other->io.fd = -1;
+    }
+}
+
+static void test_deleted_io_gets_no_event_later_in_the_batch(void **state)
+{
+    (void)state;
+    test_loop = loop_new();
+    struct closer a = {{eventfd(1, EFD_NONBLOCK), close_the_other}, NULL, 0};
+    struct closer b = {{eventfd(1, EFD_NONBLOCK), close_the_other}, NULL, 0};
+    a.other = &b;
+    b.other = &a;
+    assert_int_equal(loop_add_listener(test_loop, &a.io), 0);
+    assert_int_equal(loop_add_listener(test_loop, &b.io), 0);
+    struct timer stop;
+    timer_init(&stop, stop_loop_cb);
+    loop_timer_set(test_loop, &stop, 0); /* one iteration: one batch with both */
+    loop_run(test_loop);
+    assert_int_equal(a.runs + b.runs, 1);
+    if (a.io.fd >= 0)
+        close(a.io.fd);
+    if (b.io.fd >= 0)
+        close(b.io.fd);
+    loop_free(test_loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +399,11 @@ int main(void)
         cmocka_unit_test(test_wbuf_overflow_is_sticky_and_exact),
         cmocka_unit_test(test_buf_writer_commits_only_whole_writes),
         cmocka_unit_test(test_released_buffers_are_reused),
+        cmocka_unit_test(test_watched_signal_runs_its_callbacks_on_the_loop),
+        cmocka_unit_test(test_child_exits_are_reported_with_their_status),
+        cmocka_unit_test(test_only_children_can_be_watched),
+        cmocka_unit_test(test_unwatched_child_is_not_reported_nor_reaped),
+        cmocka_unit_test(test_deleted_io_gets_no_event_later_in_the_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
