@@ -63,6 +63,8 @@ void session_close(struct session *s)
     if (s->next)
         s->next->prev = s->prev;
     w->num_sessions--;
+    if (w->draining && w->num_sessions == 0)
+        loop_timer_set(w->loop, &w->housekeeping, 0); /* the drain is over: stop now */
     observe_gauge_add(GAUGE_CLIENT_CONNECTIONS, -1);
     upstream_set_leave(s->set);
     s->next = w->graveyard;
