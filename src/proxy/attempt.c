@@ -174,7 +174,7 @@ void attempt_start(struct request *r)
         if (srv->index < 64)
             r->tried |= 1ull << srv->index;
         r->attempts++;
-        a->sent_any = a->got_any = false;
+        a->sent_any = a->got_any = a->waiting = a->write_dead = false;
         a->t_connect_ms = loop_now_ms(session_loop(s));
         a->t_connected_ms = a->t_header_ms = 0;
         observe_attempt_start(srv->stats);
