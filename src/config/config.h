@@ -61,6 +61,8 @@ struct config_upstream {
     int keepalive_max_idle; /* idle connections kept per server per worker, default 256; 0 disables
                              */
     uint32_t keepalive_idle_timeout_ms; /* default 60s */
+    uint32_t keepalive_max_requests;    /* a connection is closed after this many exchanges,
+                                           default 1000; 0: no limit */
     int line, column;                   /* where it was defined, for messages */
 };
 

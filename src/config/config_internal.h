@@ -95,6 +95,8 @@ bool cfg_fields(struct cfg_ctx *ctx, const yaml_node_t *map, const char *where,
 /* Typed values. A NULL node leaves *out alone (the default stays) and
  * returns true; a bad value is reported against the node and returns false. */
 bool cfg_get_duration(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, uint32_t *out);
+/* A duration that bounds a wait: like cfg_get_duration, and 0 is refused. */
+bool cfg_get_timeout(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, uint32_t *out);
 bool cfg_get_size(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, uint64_t min,
                   uint64_t max, uint64_t *out);
 bool cfg_get_int(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, long long min,

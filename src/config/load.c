@@ -154,12 +154,12 @@ static void load_client(struct cfg_ctx *ctx, const yaml_node_t *n)
 
     if (!cfg_fields(ctx, n, "client", client_keys, NUM_CLIENT_KEYS, v))
         return;
-    cfg_get_duration(ctx, v[CLIENT_HEADER_TIMEOUT], "header_timeout",
-                     &cfg->client_header_timeout_ms);
-    cfg_get_duration(ctx, v[CLIENT_BODY_TIMEOUT], "body_timeout", &cfg->client_body_timeout_ms);
-    cfg_get_duration(ctx, v[CLIENT_KEEPALIVE_TIMEOUT], "keepalive_timeout",
-                     &cfg->keepalive_timeout_ms);
-    cfg_get_duration(ctx, v[CLIENT_SEND_TIMEOUT], "send_timeout", &cfg->send_timeout_ms);
+    cfg_get_timeout(ctx, v[CLIENT_HEADER_TIMEOUT], "header_timeout",
+                    &cfg->client_header_timeout_ms);
+    cfg_get_timeout(ctx, v[CLIENT_BODY_TIMEOUT], "body_timeout", &cfg->client_body_timeout_ms);
+    cfg_get_timeout(ctx, v[CLIENT_KEEPALIVE_TIMEOUT], "keepalive_timeout",
+                    &cfg->keepalive_timeout_ms);
+    cfg_get_timeout(ctx, v[CLIENT_SEND_TIMEOUT], "send_timeout", &cfg->send_timeout_ms);
     /* The upper bounds are the proxy's 64 KiB I/O buffers: a request line or
      * header section must fit in one. */
     if (cfg_get_size(ctx, v[CLIENT_MAX_REQUEST_LINE], "max_request_line", 256, 65536, &line))
@@ -402,8 +402,8 @@ static void load_top(struct cfg_ctx *ctx, const yaml_node_t *root)
         load_listen(ctx, v[TOP_LISTEN]);
     if (v[TOP_ADMIN])
         load_admin(ctx, v[TOP_ADMIN]);
-    cfg_get_duration(ctx, v[TOP_SHUTDOWN_TIMEOUT], "shutdown_timeout", &cfg->shutdown_timeout_ms);
-    cfg_get_duration(ctx, v[TOP_TUNNEL_TIMEOUT], "tunnel_timeout", &cfg->tunnel_timeout_ms);
+    cfg_get_timeout(ctx, v[TOP_SHUTDOWN_TIMEOUT], "shutdown_timeout", &cfg->shutdown_timeout_ms);
+    cfg_get_timeout(ctx, v[TOP_TUNNEL_TIMEOUT], "tunnel_timeout", &cfg->tunnel_timeout_ms);
     /* client before routes: its max_body_size is the routes' default. */
     if (v[TOP_CLIENT])
         load_client(ctx, v[TOP_CLIENT]);

@@ -297,6 +297,22 @@ bool cfg_get_duration(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key
     }
 }
 
+bool cfg_get_timeout(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, uint32_t *out)
+{
+    uint32_t ms = *out;
+
+    if (!cfg_get_duration(ctx, n, key, &ms))
+        return false;
+    /* A timer of 0 fires at once: every request, connection or attempt the
+     * key bounds would fail immediately, which is never what was meant. */
+    if (n && ms == 0) {
+        cfg_error(ctx, n, "%s must be at least 1ms: 0 would expire at once", key);
+        return false;
+    }
+    *out = ms;
+    return true;
+}
+
 bool cfg_get_size(struct cfg_ctx *ctx, const yaml_node_t *n, const char *key, uint64_t min,
                   uint64_t max, uint64_t *out)
 {

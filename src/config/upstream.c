@@ -156,9 +156,10 @@ static void load_hash_key(struct cfg_ctx *ctx, struct config_upstream *up, const
 static void load_keepalive(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
                            const yaml_node_t *n)
 {
-    static const char *const keys[] = {"max_idle", "idle_timeout"};
+    static const char *const keys[] = {"max_idle", "idle_timeout", "max_requests"};
     char what[320];
-    yaml_node_t *v[2];
+    yaml_node_t *v[3];
+    int max_requests = (int)up->keepalive_max_requests;
 
     if (n->type == YAML_SCALAR_NODE) {
         cfg_get_int(ctx, n, "keepalive", 0, 10000, &up->keepalive_max_idle);
@@ -166,15 +167,17 @@ static void load_keepalive(struct cfg_ctx *ctx, struct config_upstream *up, cons
     }
     if (n->type != YAML_MAPPING_NODE) {
         cfg_error(ctx, n,
-                  "keepalive: expected a number or a mapping with max_idle and idle_timeout, "
-                  "got %s",
+                  "keepalive: expected a number or a mapping with max_idle, idle_timeout and "
+                  "max_requests, got %s",
                   cfg_describe(n).s);
         return;
     }
     snprintf(what, sizeof(what), "keepalive of %s", where);
-    cfg_fields(ctx, n, what, keys, 2, v);
+    cfg_fields(ctx, n, what, keys, 3, v);
     cfg_get_int(ctx, v[0], "max_idle", 0, 10000, &up->keepalive_max_idle);
-    cfg_get_duration(ctx, v[1], "idle_timeout", &up->keepalive_idle_timeout_ms);
+    cfg_get_timeout(ctx, v[1], "idle_timeout", &up->keepalive_idle_timeout_ms);
+    if (cfg_get_int(ctx, v[2], "max_requests", 0, 1000000000, &max_requests))
+        up->keepalive_max_requests = (uint32_t)max_requests;
 }
 
 static void load_upstream(struct cfg_ctx *ctx, struct config_upstream *up, const yaml_node_t *n)
@@ -195,9 +198,9 @@ static void load_upstream(struct cfg_ctx *ctx, struct config_upstream *up, const
      * the balancer back and forth needs one edit, not two. */
     if (v[UP_HASH_KEY])
         load_hash_key(ctx, up, where, v[UP_HASH_KEY]);
-    cfg_get_duration(ctx, v[UP_CONNECT_TIMEOUT], "connect_timeout", &up->connect_timeout_ms);
-    cfg_get_duration(ctx, v[UP_READ_TIMEOUT], "read_timeout", &up->read_timeout_ms);
-    cfg_get_duration(ctx, v[UP_SEND_TIMEOUT], "send_timeout", &up->send_timeout_ms);
+    cfg_get_timeout(ctx, v[UP_CONNECT_TIMEOUT], "connect_timeout", &up->connect_timeout_ms);
+    cfg_get_timeout(ctx, v[UP_READ_TIMEOUT], "read_timeout", &up->read_timeout_ms);
+    cfg_get_timeout(ctx, v[UP_SEND_TIMEOUT], "send_timeout", &up->send_timeout_ms);
     cfg_get_int(ctx, v[UP_RETRIES], "retries", 0, 10, &up->retries);
     if (v[UP_KEEPALIVE])
         load_keepalive(ctx, up, where, v[UP_KEEPALIVE]);
@@ -260,6 +263,10 @@ void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n)
         up->retries = 2;
         up->keepalive_max_idle = 256;
         up->keepalive_idle_timeout_ms = 60 * 1000;
+        /* As nginx's keepalive_requests: a connection that lives for ever
+         * keeps whatever per-connection state the backend leaks; a new
+         * one every 1000 exchanges costs nothing measurable. */
+        up->keepalive_max_requests = 1000;
         load_upstream(ctx, up, cfg_node(ctx, p->value));
     }
 }

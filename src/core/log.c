@@ -21,18 +21,28 @@ static enum log_level min_level = LOG_INFO;
 static __thread char access_buf[ACCESS_BUF_SIZE];
 static __thread size_t access_len;
 
+/* Reopening a log (reload) never changes the descriptor number writers
+ * use. Closing the old descriptor and storing a new one would race with
+ * another thread that loaded the old number and has not written yet: the
+ * number can be reused meanwhile by a client or upstream socket, and its log
+ * line would go to that peer. So each log gets a descriptor of its own on
+ * first open, and later opens dup3() the new file onto that number: a write
+ * lands in the old file or the new one, never elsewhere. fd 2 itself is never
+ * closed or replaced (it stays the process's stderr). */
 static int open_log(const char *path, _Atomic int *slot)
 {
-    int fd = 2;
-    if (path) {
-        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0)
-            return -errno;
+    int fd = path ? open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)
+                  : fcntl(2, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0)
+        return path ? -errno : 0; /* no stderr to copy: keep writing to fd 2 */
+    int cur = atomic_load(slot);
+    if (cur <= 2) {
+        atomic_store(slot, fd); /* first open: this number stays the log's */
+        return 0;
     }
-    int old = atomic_exchange(slot, fd);
-    if (old > 2 && old != fd)
-        close(old); /* a racing writer may lose a line to EBADF on reload; never crashes */
-    return 0;
+    int rc = dup3(fd, cur, O_CLOEXEC) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
 }
 
 int log_open_error(const char *path)

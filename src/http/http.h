@@ -167,6 +167,18 @@ const struct http_header *http_find_header(const struct http_header *headers, si
  * (case-insensitive, OWS around commas ignored). */
 bool http_list_has_token(const char *value, size_t len, const char *token);
 
+/* The parameters of a Keep-Alive field value, "timeout=5, max=100": how
+ * long the sender keeps an idle connection open (seconds) and how many more
+ * requests it takes on it. No current RFC defines the field (RFC 2068
+ * 19.7.1.1 sketched it); Apache, Node.js and others send it. Tolerant of the
+ * form: OWS around commas and "=", any case, unknown parameters (also with
+ * quoted values) and bare words are skipped. Strict on the numbers: only
+ * 1*DIGIT that fits 32 bits counts; anything else (a sign, a fraction, a
+ * quoted number, trailing junk) is ignored, as if absent. A repeated
+ * parameter keeps its smaller value. Outputs are 0 when absent. Returns
+ * whether a valid timeout or max was found. */
+bool http_parse_keep_alive(const char *value, size_t len, uint32_t *timeout_s, uint32_t *max);
+
 /* True for hop-by-hop fields a proxy must not forward (RFC 9110 7.6.1):
  * Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
  * Upgrade; and any field named in the message's Connection header(s). */

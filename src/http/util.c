@@ -264,3 +264,79 @@ bool http_is_hop_by_hop(const struct http_header *h, const struct http_header *h
     }
     return false;
 }
+
+/* End of one element of a comma-separated list starting at p: the next
+ * comma outside a quoted-string (RFC 9110 5.6.4), or end. */
+static const char *element_end(const char *p, const char *end)
+{
+    bool quoted = false;
+    for (; p < end; p++) {
+        if (quoted && *p == '\\' && p + 1 < end)
+            p++;
+        else if (*p == '"')
+            quoted = !quoted;
+        else if (*p == ',' && !quoted)
+            break;
+    }
+    return p;
+}
+
+/* p[0..n) as a decimal number that fits 32 bits: digits only. */
+static bool parse_u32(const char *p, size_t n, uint32_t *out)
+{
+    uint64_t v = 0;
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!http_is((unsigned char)p[i], HTTP_C_DIGIT))
+            return false;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+        if (v > UINT32_MAX)
+            return false;
+    }
+    *out = (uint32_t)v;
+    return true;
+}
+
+bool http_parse_keep_alive(const char *value, size_t len, uint32_t *timeout_s, uint32_t *max)
+{
+    const char *p = value, *end = value + len;
+    bool have_timeout = false, have_max = false;
+
+    *timeout_s = *max = 0;
+    while (p < end) {
+        const char *stop = element_end(p, end);
+        const char *name = p, *v;
+        while (name < stop && http_is((unsigned char)*name, HTTP_C_WS))
+            name++;
+        const char *name_end = name;
+        while (name_end < stop && http_is((unsigned char)*name_end, HTTP_C_TCHAR))
+            name_end++;
+        v = name_end;
+        while (v < stop && http_is((unsigned char)*v, HTTP_C_WS))
+            v++;
+        p = stop < end ? stop + 1 : stop;
+        if (v == stop || *v != '=')
+            continue; /* a bare word, or junk after the name */
+        v++;
+        while (v < stop && http_is((unsigned char)*v, HTTP_C_WS))
+            v++;
+        const char *v_end = stop;
+        while (v_end > v && http_is((unsigned char)v_end[-1], HTTP_C_WS))
+            v_end--;
+        size_t name_len = (size_t)(name_end - name);
+        uint32_t n;
+        if (!parse_u32(v, (size_t)(v_end - v), &n))
+            continue;
+        if (name_len == 7 && http_ieq(name, "timeout", 7)) {
+            if (!have_timeout || n < *timeout_s)
+                *timeout_s = n;
+            have_timeout = true;
+        } else if (name_len == 3 && http_ieq(name, "max", 3)) {
+            if (!have_max || n < *max)
+                *max = n;
+            have_max = true;
+        }
+    }
+    return have_timeout || have_max;
+}

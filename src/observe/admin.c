@@ -17,6 +17,7 @@
 
 #include "core/core.h"
 #include "observe/observe_internal.h"
+#include "upstream/upstream.h"
 
 /* A request head larger than this is refused: GETs with a token fit in far
  * less, and the bound keeps a garbage sender from growing our memory. */
@@ -52,6 +53,27 @@ static void json_time(struct obuf *b, int64_t wall_ms)
     obuf_printf(b, "\"%s\"", when);
 }
 
+/* ,"balancer":{...}: the state all workers' balancers share for the server
+ * (upstream_shared): whether it is up (down servers are passed over), the
+ * exchanges in flight on it from every worker, and the last change of up. */
+static void status_balancer(struct obuf *b, const char *group, const char *server)
+{
+    struct upstream_shared *sh = upstream_shared_get(group, server);
+    if (!sh)
+        return;
+    bool up = atomic_load_explicit(&sh->up, memory_order_acquire);
+    int cause = atomic_load_explicit(&sh->change_cause, memory_order_relaxed);
+    obuf_printf(b, ",\"balancer\":{\"up\":%s,\"in_flight\":%u,\"consecutive_failures\":%u,",
+                up ? "true" : "false", atomic_load_explicit(&sh->in_flight, memory_order_relaxed),
+                atomic_load_explicit(&sh->consecutive_failures, memory_order_relaxed));
+    obuf_puts(b, "\"changed\":");
+    json_time(b, atomic_load_explicit(&sh->changed_ms, memory_order_relaxed));
+    if (cause > 0 && cause < CAUSE__COUNT)
+        obuf_printf(b, ",\"change_cause\":\"%s\"}", cause_get((enum cause)cause)->proxy_status);
+    else
+        obuf_puts(b, ",\"change_cause\":null}");
+}
+
 static void status_server(struct obuf *b, const char *group, const struct config_server *srv,
                           uint64_t *attempts, uint64_t *failures)
 {
@@ -66,6 +88,7 @@ static void status_server(struct obuf *b, const char *group, const struct config
     *failures += fails;
     obuf_puts(b, "{\"server\":");
     obuf_json_str(b, srv->name, strlen(srv->name));
+    status_balancer(b, group, srv->name);
     obuf_printf(b,
                 ",\"resolved\":%s,\"state\":\"%s\",\"in_flight\":%lld,\"attempts\":%llu,"
                 "\"failures\":%llu,\"consecutive_failures\":%u,\"failures_by_cause\":{",

@@ -132,6 +132,12 @@ void observe_attempt_start(struct server_stats *st);
 void observe_attempt_end(struct server_stats *st, enum cause cause, int err, int64_t connect_ms,
                          int64_t header_ms, const char *rid);
 
+/* An attempt on st's server failed with cause and the request goes on to
+ * another attempt (a retry; the free one after a pooled connection died
+ * too): counts bulwark_upstream_retries_total{group,cause} for st's group.
+ * One relaxed atomic add; NULL st is ignored. */
+void observe_retry(struct server_stats *st, enum cause cause);
+
 enum observe_gauge { GAUGE_CLIENT_CONNECTIONS = 0, GAUGE_UPSTREAM_CONNECTIONS, GAUGE__COUNT };
 void observe_gauge_add(enum observe_gauge g, int delta);
 /* Upstream connection taken from the pool (reused) or newly opened. */

@@ -70,6 +70,7 @@ struct group_stats {
     _Atomic uint64_t hist[OBSERVE_HIST_BUCKETS + 1]; /* last: +Inf */
     _Atomic uint64_t hist_sum_ms;
     _Atomic uint64_t hist_count;
+    _Atomic uint64_t retries[CAUSE__COUNT]; /* by the cause of the failed attempt */
 };
 
 struct last_error {

@@ -150,6 +150,15 @@ void observe_attempt_end(struct server_stats *st, enum cause cause, int err, int
     pthread_mutex_unlock(&st->lock);
 }
 
+void observe_retry(struct server_stats *st, enum cause cause)
+{
+    if (!st || !st->gs)
+        return;
+    if ((unsigned)cause >= CAUSE__COUNT)
+        cause = CAUSE_PROXY_INTERNAL_ERROR;
+    atomic_fetch_add_explicit(&st->gs->retries[cause], 1, RELAXED);
+}
+
 /* ---- gauges and pool ---- */
 
 static _Atomic int64_t gauges[GAUGE__COUNT];
@@ -317,6 +326,37 @@ static void write_route(struct obuf *b, const struct route_stats *r)
     }
 }
 
+/* counts[] summed over the causes that share c's RFC 9209 type. */
+static uint64_t sum_of_type(const _Atomic uint64_t *counts, enum cause c)
+{
+    uint64_t n = 0;
+    for (int d = c; d < CAUSE__COUNT; d++)
+        if (d == (int)c ||
+            strcmp(cause_get((enum cause)d)->proxy_status, cause_get(c)->proxy_status) == 0)
+            n += atomic_load_explicit(&counts[d], RELAXED);
+    return n;
+}
+
+static void write_retries(struct obuf *b)
+{
+    obuf_puts(b, "# HELP bulwark_upstream_retries_total Attempts that failed and were followed "
+                 "by another attempt, by the cause of the failure.\n"
+                 "# TYPE bulwark_upstream_retries_total counter\n");
+    for (struct group_stats *g = observe_groups(); g; g = OBS_NEXT(g)) {
+        for (int c = 1; c < CAUSE__COUNT; c++) {
+            if (!cause_is_first_of_type((enum cause)c))
+                continue;
+            uint64_t n = sum_of_type(g->retries, (enum cause)c);
+            if (!n)
+                continue;
+            obuf_puts(b, "bulwark_upstream_retries_total{");
+            label(b, "group", g->name, true);
+            label(b, "cause", cause_label((enum cause)c), false);
+            obuf_printf(b, "} %llu\n", (unsigned long long)n);
+        }
+    }
+}
+
 void observe_metrics_write(struct obuf *b)
 {
     obuf_puts(b, "# HELP bulwark_requests_total Requests answered, by route, status class and "
@@ -363,6 +403,8 @@ void observe_metrics_write(struct obuf *b)
         label(b, "server", s->server, false);
         obuf_printf(b, "} %lld\n", (long long)atomic_load_explicit(&s->in_flight, RELAXED));
     }
+
+    write_retries(b);
 
     obuf_puts(b, "# HELP bulwark_upstream_header_seconds Time from the start of an attempt to "
                  "the upstream's response header.\n"

@@ -147,7 +147,7 @@ void attempt_failed(struct request *r, enum cause cause, int err, const char *wh
         request_fail(r, cause, err);
         return;
     }
-    proxy_count_retry(r, cause);
+    observe_retry(a->server->stats, cause);
     request_rewind(r);
     attempt_start(r);
 }
@@ -222,7 +222,7 @@ void attempt_start(struct request *r)
             request_fail(r, c, err);
             return;
         }
-        proxy_count_retry(r, c);
+        observe_retry(srv->stats, c);
     }
 }
 

@@ -190,7 +190,7 @@ static void note_keep_alive(struct request *r, const struct http_response *resp)
     const struct http_header *ka = http_find_header(resp->headers, resp->num_headers, "Keep-Alive");
     r->ka_timeout_s = r->ka_max = 0;
     if (ka)
-        proxy_parse_keep_alive(ka->value, ka->value_len, &r->ka_timeout_s, &r->ka_max);
+        http_parse_keep_alive(ka->value, ka->value_len, &r->ka_timeout_s, &r->ka_max);
 }
 
 /* A complete response head (interim or final) at the head of up_in.

@@ -216,31 +216,6 @@ enum retry_verdict {
 };
 enum retry_verdict attempt_retry_verdict(const struct retry_facts *f);
 
-/* Count a retry in the metrics (bulwark_upstream_retries_total). */
-static inline void proxy_count_retry(struct request *r, enum cause cause)
-{
-    (void)r;
-    (void)cause;
-}
-
-/* The upstream's Keep-Alive hints, for the pool. */
-static inline void proxy_keepalive_hint(struct upstream_conn *uc, uint32_t timeout_s, uint32_t max)
-{
-    (void)uc;
-    (void)timeout_s;
-    (void)max;
-}
-
-/* Keep-Alive: timeout=N, max=M from a response (0 when absent). */
-static inline bool proxy_parse_keep_alive(const char *v, size_t n, uint32_t *timeout_s,
-                                          uint32_t *max)
-{
-    (void)v;
-    (void)n;
-    *timeout_s = *max = 0;
-    return false;
-}
-
 /* ---- requests ---- */
 
 enum request_state {

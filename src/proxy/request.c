@@ -126,7 +126,7 @@ void request_end(struct request *r, enum request_ending how)
     attempt_end(r, CAUSE_NONE, 0);
     bool reusable = how == END_COMPLETE && r->at.uc && r->ex->reusable(r);
     if (reusable && r->ka_timeout_s + r->ka_max)
-        proxy_keepalive_hint(r->at.uc, r->ka_timeout_s, r->ka_max);
+        upstream_conn_keepalive_hint(r->at.uc, r->ka_timeout_s, r->ka_max);
     attempt_release(r, reusable);
     if (how == END_ABORT) {
         if (!r->status)

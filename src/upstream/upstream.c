@@ -93,10 +93,20 @@ struct upstream_set *upstream_set_new(struct loop *loop, struct config *cfg)
         if (!g->servers)
             goto fail;
         for (size_t j = 0; j < g->num_servers; j++) {
-            g->servers[j].cfg = &g->cfg->servers[j];
-            g->servers[j].group = g;
-            g->servers[j].index = j;
-            g->total_weight += g->cfg->servers[j].weight;
+            struct upstream_server *s = &g->servers[j];
+            s->cfg = &g->cfg->servers[j];
+            s->group = g;
+            s->index = j;
+            g->total_weight += s->cfg->weight;
+            s->shared = upstream_shared_get(g->cfg->name, s->cfg->name);
+            if (!s->shared) {
+                /* Registry full or out of memory: this worker balances on
+                 * its own count for this server, rather than not at all. */
+                s->own.group = g->cfg->name;
+                s->own.server = s->cfg->name;
+                atomic_init(&s->own.up, true);
+                s->shared = &s->own;
+            }
         }
     }
     return set;
@@ -154,20 +164,42 @@ uint64_t upstream_hash(const void *p, size_t n)
     return h;
 }
 
+/* Which servers a pick must pass over: those tried for this request, and
+ * (skip_down) those marked down. */
+struct skip {
+    uint64_t tried;
+    bool skip_down;
+};
+
 static bool is_tried(uint64_t tried, size_t i)
 {
     return i < 64 && (tried & (1ull << i));
 }
 
+static bool is_up(const struct upstream_server *s)
+{
+    return atomic_load_explicit(&s->shared->up, memory_order_relaxed);
+}
+
+static bool skipped(const struct upstream_group *g, struct skip k, size_t i)
+{
+    return is_tried(k.tried, i) || (k.skip_down && !is_up(&g->servers[i]));
+}
+
+static uint32_t shared_in_flight(const struct upstream_server *s)
+{
+    return atomic_load_explicit(&s->shared->in_flight, memory_order_relaxed);
+}
+
 /* Smooth weighted round robin (as nginx): every pick adds each server's
  * weight to its current weight, takes the largest and subtracts the total. */
-static struct upstream_server *pick_round_robin(struct upstream_group *g, uint64_t tried)
+static struct upstream_server *pick_round_robin(struct upstream_group *g, struct skip k)
 {
     struct upstream_server *best = NULL;
     int total = 0;
     for (size_t i = 0; i < g->num_servers; i++) {
         struct upstream_server *s = &g->servers[i];
-        if (is_tried(tried, i))
+        if (skipped(g, k, i))
             continue;
         s->current_weight += s->cfg->weight;
         total += s->cfg->weight;
@@ -179,32 +211,37 @@ static struct upstream_server *pick_round_robin(struct upstream_group *g, uint64
     return best;
 }
 
-/* Fewest in-flight exchanges relative to weight; ties go round robin so
- * idle servers share the load. */
-static struct upstream_server *pick_least_conn(struct upstream_group *g, uint64_t tried)
+/* Fewest in-flight exchanges (of all workers) relative to weight; ties go
+ * round robin so idle servers share the load. The counts of other workers
+ * may move while we compare: a pick is a good guess, never a promise. */
+static struct upstream_server *pick_least_conn(struct upstream_group *g, struct skip k)
 {
     struct upstream_server *best = NULL;
+    uint32_t best_in_flight = 0;
     size_t start = (size_t)(g->servers[0].current_weight++) % g->num_servers;
-    for (size_t k = 0; k < g->num_servers; k++) {
-        size_t i = (start + k) % g->num_servers;
+    for (size_t n = 0; n < g->num_servers; n++) {
+        size_t i = (start + n) % g->num_servers;
         struct upstream_server *s = &g->servers[i];
-        if (is_tried(tried, i))
+        if (skipped(g, k, i))
             continue;
-        if (!best || (uint64_t)s->in_flight * (uint64_t)best->cfg->weight <
-                         (uint64_t)best->in_flight * (uint64_t)s->cfg->weight)
+        uint32_t in_flight = shared_in_flight(s);
+        if (!best || (uint64_t)in_flight * (uint64_t)best->cfg->weight <
+                         (uint64_t)best_in_flight * (uint64_t)s->cfg->weight) {
             best = s;
+            best_in_flight = in_flight;
+        }
     }
     return best;
 }
 
 /* Weighted rendezvous hashing: a key keeps its server while others come and
  * go, and a retry moves to the key's next-best server. */
-static struct upstream_server *pick_hash(struct upstream_group *g, uint64_t hash, uint64_t tried)
+static struct upstream_server *pick_hash(struct upstream_group *g, uint64_t hash, struct skip k)
 {
     struct upstream_server *best = NULL;
     double best_score = 0;
     for (size_t i = 0; i < g->num_servers; i++) {
-        if (is_tried(tried, i))
+        if (skipped(g, k, i))
             continue;
         uint64_t x = hash ^ ((uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull);
         x ^= x >> 33;
@@ -226,17 +263,27 @@ struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, u
 {
     if (g->num_servers == 0)
         return NULL;
-    uint64_t all = g->num_servers >= 64 ? ~0ull : ((1ull << g->num_servers) - 1);
-    if ((tried & all) == all)
-        tried = 0; /* every server tried: start over rather than give up */
+    bool any_up = false, any_up_untried = false, any_untried = false;
+    for (size_t i = 0; i < g->num_servers; i++) {
+        bool up = is_up(&g->servers[i]), untried = !is_tried(tried, i);
+        any_up |= up;
+        any_up_untried |= up && untried;
+        any_untried |= untried;
+    }
+    /* Down servers are passed over while any server is up; when all are
+     * down, the marks are ignored (a guess at a server beats a sure 503).
+     * Every candidate tried: start over rather than give up. */
+    struct skip k = {.tried = tried, .skip_down = any_up};
+    if (any_up ? !any_up_untried : !any_untried)
+        k.tried = 0;
     switch (g->cfg->balance) {
     case BALANCE_LEAST_CONN:
-        return pick_least_conn(g, tried);
+        return pick_least_conn(g, k);
     case BALANCE_HASH:
-        return pick_hash(g, hash, tried);
+        return pick_hash(g, hash, k);
     case BALANCE_ROUND_ROBIN:
     default:
-        return pick_round_robin(g, tried);
+        return pick_round_robin(g, k);
     }
 }
 
@@ -270,6 +317,7 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out)
         c->reused = true;
         c->owner = NULL;
         s->in_flight++;
+        atomic_fetch_add_explicit(&s->shared->in_flight, 1, memory_order_relaxed);
         *out = c;
         return 0;
     }
@@ -305,6 +353,7 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out)
     }
     conn_hook(1);
     s->in_flight++;
+    atomic_fetch_add_explicit(&s->shared->in_flight, 1, memory_order_relaxed);
     *out = c;
     return 0;
 }
@@ -318,15 +367,51 @@ int upstream_connect_result(struct upstream_conn *c)
     return -err;
 }
 
+/* How long a pooled connection may stay idle: idle_timeout, or less when
+ * the backend said when it closes idle connections (Keep-Alive: timeout=N).
+ * Its idle clock starts when it has sent the response, a little before ours;
+ * if we reuse the connection just as it expires, the backend closes it under
+ * our request (which fails as connection_terminated, and a request with a
+ * streamed body cannot be sent again). So the connection is retired a margin
+ * before: 1 s covers the transit and both sides' timer granularity (Apache
+ * and Node.js check idle timeouts per second or coarser); a short timeout
+ * gets half of it, so a 1 s backend timeout still leaves 500 ms of reuse. */
+static uint32_t idle_timeout_ms(const struct upstream_conn *c, uint32_t configured_ms)
+{
+    if (!c->hint_timeout_s)
+        return configured_ms;
+    uint64_t hint_ms = (uint64_t)c->hint_timeout_s * 1000;
+    uint64_t margin_ms = c->hint_timeout_s <= 2 ? hint_ms / 2 : 1000;
+    uint64_t ms = hint_ms - margin_ms;
+    return ms < configured_ms ? (uint32_t)ms : configured_ms;
+}
+
+void upstream_conn_keepalive_hint(struct upstream_conn *c, uint32_t timeout_s, uint32_t max)
+{
+    if (timeout_s)
+        c->hint_timeout_s = timeout_s;
+    if (max) {
+        /* This exchange (c->requests + 1), then max more. */
+        uint64_t limit = (uint64_t)c->requests + 1 + max;
+        if (limit > UINT32_MAX)
+            limit = UINT32_MAX;
+        if (!c->requests_limit || limit < c->requests_limit)
+            c->requests_limit = (uint32_t)limit;
+    }
+}
+
 void upstream_release(struct upstream_conn *c, bool reusable)
 {
     struct upstream_server *s = c->server;
     struct upstream_set *set = s->group->set;
     s->in_flight--;
+    atomic_fetch_sub_explicit(&s->shared->in_flight, 1, memory_order_relaxed);
     c->owner = NULL;
     c->requests++;
     const struct config_upstream *ucfg = s->group->cfg;
-    if (!reusable || set->retired || (int)s->idle_count >= ucfg->keepalive_max_idle) {
+    bool worn_out = (ucfg->keepalive_max_requests && c->requests >= ucfg->keepalive_max_requests) ||
+                    (c->requests_limit && c->requests >= c->requests_limit);
+    if (!reusable || set->retired || worn_out || (int)s->idle_count >= ucfg->keepalive_max_idle) {
         conn_destroy(set->loop, c);
         return;
     }
@@ -337,5 +422,5 @@ void upstream_release(struct upstream_conn *c, bool reusable)
         s->idle->prev = c;
     s->idle = c;
     s->idle_count++;
-    loop_timer_set(set->loop, &c->idle_timer, ucfg->keepalive_idle_timeout_ms);
+    loop_timer_set(set->loop, &c->idle_timer, idle_timeout_ms(c, ucfg->keepalive_idle_timeout_ms));
 }

@@ -10,6 +10,7 @@
 #ifndef BULWARK_UPSTREAM_H
 #define BULWARK_UPSTREAM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +22,45 @@
 struct upstream_server;
 struct server_stats; /* observe's shared counters; attached by the proxy */
 
+/* Per-server state shared by every worker and kept across reloads: one
+ * record per (group name, server name as written in the config), created by
+ * upstream_shared_get() when a set is built and never freed (as observe's
+ * server_stats), so the balancers of all workers see one in_flight and a
+ * server marked down stays down when a reload rebuilds the sets.
+ *
+ * Fields are atomics, read and written relaxed: each is a value of its own
+ * and no reader needs two of them to agree, except that `up` is stored last
+ * (release) by upstream_shared_set_up, after the time and cause of the
+ * change. No lock is taken on the request path. */
+struct upstream_shared {
+    const char *group;                     /* owned by the record */
+    const char *server;                    /* the server's name as written ("host:port") */
+    _Atomic uint32_t in_flight;            /* exchanges on this server now, all workers */
+    _Atomic uint32_t consecutive_failures; /* for the health checks; nothing here counts them */
+    _Atomic bool up;                       /* true by default; false: upstream_pick skips it
+                                              while any other server of its group is up */
+    _Atomic int64_t changed_ms;            /* wall clock (ms since the epoch) of the last
+                                              change of up; 0: never changed */
+    _Atomic int change_cause;              /* why up last changed: an enum cause of observe.h
+                                              (upstream does not interpret it); 0: none */
+    struct upstream_shared *next;          /* registry list, append only */
+};
+
+/* The record for (group, server), created on first use (up, nothing in
+ * flight). Thread safe; takes a mutex, so call it when building state (a
+ * set, a health checker, an admin page), never per request. Returns NULL
+ * when out of memory or when the registry is full (4096 records: a reload
+ * loop that invents names must not grow memory without bound). */
+struct upstream_shared *upstream_shared_get(const char *group, const char *server);
+
+/* Mark a server up or down, recording when and why (cause: an enum cause).
+ * Any thread. A no-op (time kept) when up does not change. */
+void upstream_shared_set_up(struct upstream_shared *sh, bool up, int cause);
+
+/* Call cb for every record, in creation order, without a lock (records are
+ * only ever appended). cb must not call upstream_shared_get. */
+void upstream_shared_foreach(void (*cb)(const struct upstream_shared *sh, void *arg), void *arg);
+
 /* A connection to an upstream server. While a session uses it the session
  * sets io.on_event and owner; while pooled, the pool owns it. */
 struct upstream_conn {
@@ -29,18 +69,23 @@ struct upstream_conn {
     void *owner;
     struct upstream_conn *next, *prev; /* idle list of the server */
     struct timer idle_timer;
-    uint32_t requests; /* exchanges completed on this connection */
-    bool reused;       /* came from the pool (a failure may be a stale connection) */
-    bool connected;    /* the TCP handshake completed */
+    uint32_t requests;       /* exchanges completed on this connection */
+    uint32_t requests_limit; /* from Keep-Alive max: retire at this many exchanges; 0: none */
+    uint32_t hint_timeout_s; /* from Keep-Alive timeout: the backend's idle timeout; 0: none */
+    bool reused;             /* came from the pool (a failure may be a stale connection) */
+    bool connected;          /* the TCP handshake completed */
 };
 
 struct upstream_server {
     const struct config_server *cfg;
     struct upstream_group *group;
     size_t index;
-    int current_weight;         /* smooth weighted round robin state */
-    uint32_t in_flight;         /* exchanges on this worker now (least_conn) */
-    struct upstream_conn *idle; /* head of idle connections, most recent first */
+    int current_weight;             /* smooth weighted round robin state */
+    uint32_t in_flight;             /* exchanges on this worker now */
+    struct upstream_shared *shared; /* all workers' state for this server (never NULL) */
+    struct upstream_shared own;     /* shared points here when the registry had no room:
+                                       then the state is this worker's and this config's */
+    struct upstream_conn *idle;     /* head of idle connections, most recent first */
     uint32_t idle_count;
     struct server_stats *stats; /* not owned; set by whoever built the set */
 };
@@ -71,7 +116,11 @@ void upstream_set_leave(struct upstream_set *set);
 
 /* Pick a server for a request. hash is the request's key hash (for
  * BALANCE_HASH). tried marks servers already tried for this request (bit i
- * for server i, up to 64): they are skipped while untried ones remain. */
+ * for server i, up to 64): they are skipped while untried ones remain.
+ * Servers whose shared `up` is false are skipped while any server of the
+ * group is up (all down: the pick ignores `up`, so requests still get an
+ * answer from somewhere rather than a 503). least_conn compares the shared
+ * in_flight, i.e. the exchanges of every worker. */
 struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, uint64_t tried);
 
 /* 64-bit FNV-1a hash of bytes, for hash keys. */
@@ -81,13 +130,29 @@ uint64_t upstream_hash(const void *p, size_t n);
  * connect (registered with the loop; completion is reported as EPOLLOUT on
  * io). Returns 0 with *out set, or -errno when connect() failed at once
  * (ECONNREFUSED, ENETUNREACH, EMFILE...). The caller owns *out and must set
- * io.on_event and owner. s->in_flight is incremented. */
+ * io.on_event and owner. s->in_flight and s->shared->in_flight are
+ * incremented. */
 int upstream_connect(struct upstream_server *s, struct upstream_conn **out);
 
-/* Give a connection back. reusable: the exchange ended cleanly and the
- * upstream allows keep-alive; it goes to the idle pool (bounded by
- * keepalive max_idle, idle timeout), else it is closed. Never touch c after. */
+/* Give a connection back (in_flight - 1). reusable: the exchange ended
+ * cleanly and the upstream allows keep-alive; it goes to the idle pool, else
+ * it is closed. It is closed anyway when the pool is full (keepalive
+ * max_idle), or when it has now served keepalive max_requests exchanges or
+ * the limit a Keep-Alive max hint set. Pooled, it is closed after
+ * keepalive idle_timeout idle, or sooner per the Keep-Alive timeout hint.
+ * Never touch c after. */
 void upstream_release(struct upstream_conn *c, bool reusable);
+
+/* The response said Keep-Alive: timeout=N, max=M (0 = absent): the connection is retired
+ * before N seconds minus a margin idle, or once it has served M requests.
+ * Call while the exchange whose response carried the header is in progress
+ * (before upstream_release). A 0 leaves what an earlier response said.
+ * M is read as the backend's count of requests it still takes after this
+ * one (Apache sends max=100, 99, 98... on one connection and closes when it
+ * reaches 0), so the limit is this exchange + M; the smallest limit any
+ * response set stays. A server that sends its total (Node.js) is safe too:
+ * its last response says Connection: close. */
+void upstream_conn_keepalive_hint(struct upstream_conn *c, uint32_t timeout_s, uint32_t max);
 
 /* Called with +1 when a connection to an upstream opens and -1 when it
  * closes (for a gauge). Set once at start-up, before workers run. */

@@ -7,12 +7,14 @@ import os
 import re
 import socket
 import subprocess
+import threading
+import time
 
 import pytest
 
 from conftest import BIN
 from origins import free_port, wait_port
-from origins.faulty import fetch
+from origins.faulty import drain_request, fetch
 
 TOKEN = "t0ken-for-tests"
 
@@ -153,6 +155,49 @@ def test_a_success_after_failures_makes_the_server_up_again(setup, origin):
     assert fetch(b.port, "/echo").status == 502
     st = json.loads(admin_get(aport, "/status")[2])
     assert st["upstreams"]["app"]["servers"][0]["state"] == "failing"
+
+
+def balancer_state(aport, group="app"):
+    st = json.loads(admin_get(aport, "/status")[2])
+    return st["upstreams"][group]["servers"][0]["balancer"]
+
+
+def test_status_shows_the_balancers_shared_state(bulwark, origin):
+    """in_flight is the exchanges of every worker on the server; up is the mark the
+    balancers skip a server by (nothing marks one down yet: up, never changed)."""
+    release = threading.Event()
+
+    def held(c, o):
+        drain_request(c)
+        release.wait(15)
+        c.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    slow = origin(handler=held)
+    aport = free_port()
+    b = bulwark(config(slow.addr, f"127.0.0.1:{free_port()}", aport))
+    wait_port(aport)
+    idle = balancer_state(aport)
+    assert idle == {"up": True, "in_flight": 0, "consecutive_failures": 0,
+                    "changed": None, "change_cause": None}
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(fetch(b.port, "/x").status))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while balancer_state(aport)["in_flight"] != 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert balancer_state(aport)["in_flight"] == 2
+    finally:
+        release.set()
+        for t in threads:
+            t.join(15)
+    assert results == [200, 200]
+    deadline = time.monotonic() + 10
+    while balancer_state(aport)["in_flight"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert balancer_state(aport)["in_flight"] == 0
 
 
 def test_errors_keeps_recent_gateway_errors_with_evidence(setup):

@@ -110,6 +110,27 @@ def test_duration_without_a_unit(tmp_path):
     assert_one_error(tmp_path, text, "30\n", r'^bad duration "30" for read_timeout')
 
 
+def test_zero_timeout_is_refused(tmp_path):
+    """Bug 15: a timeout of 0 was accepted and expired at once."""
+    text = GOOD.replace("header_timeout: 10s", "header_timeout: 0")
+    assert_one_error(tmp_path, text, "0\n",
+                     r"^header_timeout must be at least 1ms: 0 would expire at once$")
+
+
+def test_every_zero_timeout_is_reported_at_once(tmp_path):
+    text = (GOOD.replace("shutdown_timeout: 5s", "shutdown_timeout: 0s")
+            .replace("connect_timeout: 250ms", "connect_timeout: 0ms")
+            .replace("idle_timeout: 30s", "idle_timeout: 0"))
+    path, p = check(tmp_path, text)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    errs = error_lines(p, path)
+    assert [(e[0], e[2].split(" ")[0]) for e in errs] == [
+        (pos(text, "0s")[0], "shutdown_timeout"),
+        (pos(text, "0ms")[0], "connect_timeout"),
+        (pos(text, "idle_timeout: 0")[0], "idle_timeout")], p.stderr
+    assert all("must be at least 1ms" in e[2] for e in errs)
+
+
 def test_bad_address_without_port(tmp_path):
     text = GOOD.replace('"127.0.0.1:9100"', '"127.0.0.1"')
     assert_one_error(tmp_path, text, '"127.0.0.1"]',

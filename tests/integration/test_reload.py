@@ -2,7 +2,9 @@
 or a request; a bad config is refused with file:line:column and the old one keeps
 serving; requests in flight finish on the upstream they started with."""
 import json
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -210,4 +212,127 @@ def test_reloads_under_steady_load_fail_no_request(bulwark, origin):
     assert failures == [], f"{len(failures)} failed of {len(served) + len(failures)}: {failures[:5]}"
     assert len(served) > 100, f"only {len(served)} requests in 3 s"
     assert a.port in served and b_.port in served
+    assert b.proc.poll() is None
+
+
+def log_fds(pid, directory):
+    """{fd number: file name} of the process's descriptors open on files in directory."""
+    fds = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if os.path.dirname(target) == directory:
+            fds[int(fd)] = os.path.basename(target)
+    return fds
+
+
+def exact_exchange(port, target):
+    """One request on a new connection (Connection: close); every byte received until
+    the proxy closes. Returns (whole bytes, error or None): the bytes must be one 200
+    response with its Content-Length body and nothing before or after it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200 ") or not sep:
+        return data, "not a 200 response"
+    m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+    if not m or len(body) != int(m.group(1)):
+        return data, "bytes before or after the body"
+    try:
+        json.loads(body)
+    except ValueError:
+        return data, "body is not the origin's JSON"
+    return data, None
+
+
+def test_log_reopen_keeps_descriptor_numbers_and_no_line_reaches_a_socket(bulwark, origin,
+                                                                            tmp_path):
+    """Bug 14: on reload the old log descriptor was closed while a worker could still
+    write to its number, which a new client or upstream socket may reuse. Now the new
+    file takes over the same descriptor number (dup3): under traffic that opens a new
+    client and upstream connection per request, reloads that move both logs never put
+    a log byte in a response, and lines land in the newest files."""
+    up = origin()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    def cfg(i):
+        return (simple_config([up.addr], extra_upstream="    keepalive: 0\n")
+                .replace("workers: 1", "workers: 2") +
+                f"log:\n  access: {logs}/access-{i}.log\n  error: {logs}/error-{i}.log\n")
+
+    b = bulwark(cfg(0))
+    before = log_fds(b.pid, str(logs))
+    assert sorted(before.values()) == ["access-0.log", "error-0.log"], before
+    stop = threading.Event()
+    bad, served = [], []
+    lock = threading.Lock()
+
+    def client(k):
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                data, err = exact_exchange(b.port, f"/echo?c={k}&n={n}")
+            except OSError as e:
+                data, err = b"", repr(e)
+            with lock:
+                (bad if err else served).append((err, data[:300]))
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(4)]
+    for t in threads:
+        t.start()
+    reloads = 20
+    try:
+        for i in range(1, reloads + 1):
+            b.write_config(cfg(i))
+            b.proc.send_signal(signal.SIGHUP)
+            new_error = logs / f"error-{i}.log"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if new_error.exists() and "configuration reloaded" in new_error.read_text():
+                    break
+                time.sleep(0.01)
+            else:
+                raise AssertionError(f"reload {i} gave no verdict in {new_error}:\n{b.output()}")
+            # let traffic run between reloads: a few requests on new descriptors each time
+            deadline = time.monotonic() + 10
+            with lock:
+                target = len(served) + len(bad) + 5
+            while len(served) + len(bad) < target and time.monotonic() < deadline:
+                time.sleep(0.005)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert not any(t.is_alive() for t in threads), "a client thread hung"
+    assert bad == [], f"{len(bad)} bad of {len(bad) + len(served)}: {bad[:3]}"
+    assert len(served) >= 5 * reloads, f"only {len(served)} requests during {reloads} reloads"
+
+    # The descriptor numbers never changed; they now hold the newest files only.
+    after = log_fds(b.pid, str(logs))
+    assert sorted(after) == sorted(before), (before, after)
+    assert sorted(after.values()) == [f"access-{reloads}.log", f"error-{reloads}.log"], after
+
+    # New lines land in the newest access log, and in no older one.
+    for n in range(5):
+        data, err = exact_exchange(b.port, f"/echo?final={n}")
+        assert err is None, (err, data[:300])
+    newest = logs / f"access-{reloads}.log"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if newest.exists() and newest.read_text().count("/echo?final=") == 5:
+            break
+        time.sleep(0.02)
+    assert newest.read_text().count("/echo?final=") == 5, newest.read_text()[-2000:]
+    for i in range(reloads):
+        assert "/echo?final=" not in (logs / f"access-{i}.log").read_text()
     assert b.proc.poll() is None

@@ -136,7 +136,7 @@ static const char full_config[] =
     "    read_timeout: 30s\n"
     "    send_timeout: 20s\n"
     "    retries: 0\n"
-    "    keepalive: {max_idle: 8, idle_timeout: 15s}\n"
+    "    keepalive: {max_idle: 8, idle_timeout: 15s, max_requests: 500}\n"
     "  api:\n"
     "    servers: [\"127.0.0.1:9100\"]\n"
     "    balance: least_conn\n"
@@ -209,6 +209,7 @@ static void test_loads_full_config_with_every_key(void **state)
     assert_int_equal(app->retries, 0);
     assert_int_equal(app->keepalive_max_idle, 8);
     assert_int_equal(app->keepalive_idle_timeout_ms, 15000);
+    assert_int_equal(app->keepalive_max_requests, 500);
     assert_int_equal(app->line, 23);
     assert_int_equal(app->column, 3);
 
@@ -271,6 +272,7 @@ static void test_applies_defaults(void **state)
     assert_int_equal(up->retries, 2);
     assert_int_equal(up->keepalive_max_idle, 256);
     assert_int_equal(up->keepalive_idle_timeout_ms, 60000);
+    assert_int_equal(up->keepalive_max_requests, 1000);
     assert_int_equal(up->servers[0].weight, 1);
 
     const struct config_route *r = &cfg->routes[0];
@@ -324,6 +326,26 @@ static void test_keepalive_accepts_a_plain_number(void **state)
     assert_int_equal(cfg->upstreams[0].keepalive_idle_timeout_ms, 60000);
     assert_int_equal(cfg->upstreams[0].num_servers, 1);
     config_unref(cfg);
+}
+
+static void test_keepalive_max_requests_zero_means_no_limit(void **state)
+{
+    struct config *cfg = load_ok(LISTEN "upstreams:\n"
+                                        "  app:\n"
+                                        "    servers: 127.0.0.1:9000\n"
+                                        "    keepalive: {max_requests: 0}\n" ROUTES);
+    assert_int_equal(cfg->upstreams[0].keepalive_max_requests, 0);
+    assert_int_equal(cfg->upstreams[0].keepalive_max_idle, 256); /* others keep defaults */
+    config_unref(cfg);
+}
+
+static void test_keepalive_max_requests_out_of_range(void **state)
+{
+    assert_only_error(LISTEN "upstreams:\n"
+                             "  app:\n"
+                             "    servers: [\"127.0.0.1:9000\"]\n"
+                             "    keepalive: {max_requests: -1}\n" ROUTES,
+                      "bulwark.yaml:5:31: max_requests -1 out of range 0-1000000000");
 }
 
 static void test_hash_key_uri_and_client_ip(void **state)
@@ -694,6 +716,72 @@ static void test_duration_overflow_is_an_error(void **state)
                       "most 4294967295ms (about 49 days)");
 }
 
+/* Bug 15: a timeout of 0 was accepted and expired at once. */
+static void test_zero_timeout_is_refused_with_its_position(void **state)
+{
+    assert_only_error(LISTEN UPSTREAMS ROUTES "client:\n"
+                                              "  header_timeout: 0\n",
+                      "bulwark.yaml:8:19: header_timeout must be at least 1ms: 0 would expire "
+                      "at once");
+}
+
+static void test_zero_timeout_in_any_unit_is_refused(void **state)
+{
+    assert_only_error(LISTEN "upstreams:\n"
+                             "  app:\n"
+                             "    servers: [\"127.0.0.1:9000\"]\n"
+                             "    connect_timeout: 0ms\n" ROUTES,
+                      "bulwark.yaml:5:22: connect_timeout must be at least 1ms: 0 would expire "
+                      "at once");
+}
+
+/* Every duration key of the schema bounds a wait; none documents 0. */
+static void test_every_timeout_key_refuses_zero(void **state)
+{
+    static const char yaml[] = LISTEN "shutdown_timeout: 0s\n"
+                                      "tunnel_timeout: 0\n"
+                                      "client:\n"
+                                      "  header_timeout: 0\n"
+                                      "  body_timeout: 0\n"
+                                      "  keepalive_timeout: 0m\n"
+                                      "  send_timeout: 0h\n"
+                                      "upstreams:\n"
+                                      "  app:\n"
+                                      "    servers: [\"127.0.0.1:9000\"]\n"
+                                      "    connect_timeout: 0\n"
+                                      "    read_timeout: 0\n"
+                                      "    send_timeout: 0\n"
+                                      "    keepalive: {idle_timeout: 0}\n" ROUTES;
+    static const char *const keys[] = {"shutdown_timeout", "tunnel_timeout",    "header_timeout",
+                                       "body_timeout",     "keepalive_timeout", "send_timeout",
+                                       "connect_timeout",  "read_timeout",      "send_timeout",
+                                       "idle_timeout"};
+    struct config_errors errs;
+    struct config *cfg = load(yaml, &errs);
+
+    assert_null(cfg);
+    if (errs.count != sizeof(keys) / sizeof(keys[0]))
+        print_errors(&errs);
+    assert_int_equal(errs.count, sizeof(keys) / sizeof(keys[0]));
+    /* all reported at once, in file order, each at its line */
+    for (size_t i = 0; i < errs.count; i++) {
+        char expected[160];
+        snprintf(expected, sizeof(expected), ":%d:", (int)i + (i < 2 ? 2 : i < 6 ? 3 : 6));
+        assert_non_null(strstr(errs.items[i].text, expected));
+        snprintf(expected, sizeof(expected), " %s must be at least 1ms", keys[i]);
+        assert_non_null(strstr(errs.items[i].text, expected));
+    }
+    config_errors_free(&errs);
+}
+
+static void test_smallest_timeout_is_accepted(void **state)
+{
+    struct config *cfg = load_ok(LISTEN UPSTREAMS ROUTES "client:\n"
+                                                         "  header_timeout: 1ms\n");
+    assert_int_equal(cfg->client_header_timeout_ms, 1);
+    config_unref(cfg);
+}
+
 static void test_unknown_key_suggests_close_name(void **state)
 {
     assert_error(LISTEN "upstream:\n"
@@ -960,8 +1048,8 @@ static void test_keepalive_list_is_wrong_type(void **state)
                              "  app:\n"
                              "    servers: [\"127.0.0.1:9000\"]\n"
                              "    keepalive: [1]\n" ROUTES,
-                      "bulwark.yaml:5:16: keepalive: expected a number or a mapping with max_idle "
-                      "and idle_timeout, got a list");
+                      "bulwark.yaml:5:16: keepalive: expected a number or a mapping with max_idle, "
+                      "idle_timeout and max_requests, got a list");
 }
 
 static void test_upstream_without_servers(void **state)
@@ -1513,6 +1601,8 @@ int main(void)
         cmocka_unit_test(test_listen_accepts_a_single_string),
         cmocka_unit_test(test_listen_star_and_empty_host_mean_any_ipv4),
         cmocka_unit_test(test_keepalive_accepts_a_plain_number),
+        cmocka_unit_test(test_keepalive_max_requests_zero_means_no_limit),
+        cmocka_unit_test(test_keepalive_max_requests_out_of_range),
         cmocka_unit_test(test_hash_key_uri_and_client_ip),
         cmocka_unit_test(test_access_log_off_and_stderr),
         cmocka_unit_test(test_route_ipv6_host_is_bracketed),
@@ -1546,6 +1636,10 @@ int main(void)
 
         cmocka_unit_test(test_bad_duration_points_at_value),
         cmocka_unit_test(test_duration_overflow_is_an_error),
+        cmocka_unit_test(test_zero_timeout_is_refused_with_its_position),
+        cmocka_unit_test(test_zero_timeout_in_any_unit_is_refused),
+        cmocka_unit_test(test_every_timeout_key_refuses_zero),
+        cmocka_unit_test(test_smallest_timeout_is_accepted),
         cmocka_unit_test(test_unknown_key_suggests_close_name),
         cmocka_unit_test(test_unknown_key_without_close_name_has_no_suggestion),
         cmocka_unit_test(test_unknown_key_in_nested_mapping_points_at_key),

@@ -1,5 +1,6 @@
 /* Unit tests for src/core: timer heap order and cancellation, buffers,
- * signals and child processes as loop events, loop_del within a batch. */
+ * signals and child processes as loop events, loop_del within a batch, log
+ * reopening. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,8 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/wait.h>
@@ -388,6 +391,72 @@ static void test_deleted_io_gets_no_event_later_in_the_batch(void **state)
     loop_free(test_loop);
 }
 
+/* The descriptor of ours open on path, or -1. */
+static int fd_open_on(const char *path)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int found = -1;
+    assert_non_null(d);
+    while ((e = readdir(d))) {
+        char link[300], target[4096];
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        if (strcmp(target, path) == 0 && atoi(e->d_name) != dirfd(d))
+            found = atoi(e->d_name);
+    }
+    closedir(d);
+    return found;
+}
+
+static void read_file(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = 0;
+    if (f) {
+        n = fread(out, 1, cap - 1, f);
+        fclose(f);
+    }
+    out[n] = '\0';
+}
+
+/* Bug 14: a reopen (reload) must not change the descriptor number a worker
+ * may have loaded: the new file takes over the old number. */
+static void test_log_reopen_keeps_the_descriptor_number(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/bulwark-log-XXXXXX", a[128], b[128], text[4096];
+    assert_non_null(mkdtemp(dir));
+    snprintf(a, sizeof(a), "%s/a.log", dir);
+    snprintf(b, sizeof(b), "%s/b.log", dir);
+
+    assert_int_equal(log_open_error(a), 0);
+    int fd = fd_open_on(a);
+    assert_true(fd > 2);
+    log_error("first line");
+    assert_int_equal(log_open_error(b), 0);
+    assert_int_equal(fd_open_on(b), fd); /* same number, new file */
+    assert_int_equal(fd_open_on(a), -1); /* the old file is closed */
+    log_error("second line");
+    read_file(a, text, sizeof(text));
+    assert_non_null(strstr(text, "first line"));
+    assert_null(strstr(text, "second line"));
+    read_file(b, text, sizeof(text));
+    assert_non_null(strstr(text, "second line"));
+
+    /* back to stderr: still the same number, now a copy of fd 2 */
+    assert_int_equal(log_open_error(NULL), 0);
+    assert_int_equal(fd_open_on(b), -1);
+    /* a path that cannot be opened keeps the current log */
+    assert_true(log_open_error("/nonexistent-dir/x.log") < 0);
+    unlink(a);
+    unlink(b);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_only_children_can_be_watched),
         cmocka_unit_test(test_unwatched_child_is_not_reported_nor_reaped),
         cmocka_unit_test(test_deleted_io_gets_no_event_later_in_the_batch),
+        cmocka_unit_test(test_log_reopen_keeps_the_descriptor_number),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1212,6 +1212,115 @@ static void test_list_has_token(void **state)
     assert_true(http_list_has_token(",,close,,", 9, "close"));
 }
 
+/* ---- Keep-Alive: timeout=N, max=M ---- */
+
+/* Parses s; returns the result, outputs in *t and *m. */
+static bool keep_alive(const char *s, uint32_t *t, uint32_t *m)
+{
+    *t = *m = 12345; /* the parser must overwrite both */
+    return http_parse_keep_alive(s, strlen(s), t, m);
+}
+
+static void test_keep_alive_timeout_and_max(void **state)
+{
+    uint32_t t, m;
+    assert_true(keep_alive("timeout=5, max=100", &t, &m));
+    assert_int_equal(t, 5);
+    assert_int_equal(m, 100);
+    assert_true(keep_alive("max=7,timeout=15", &t, &m));
+    assert_int_equal(t, 15);
+    assert_int_equal(m, 7);
+}
+
+static void test_keep_alive_one_parameter_alone(void **state)
+{
+    uint32_t t, m;
+    assert_true(keep_alive("timeout=5", &t, &m)); /* nginx, Node.js without a limit */
+    assert_int_equal(t, 5);
+    assert_int_equal(m, 0);
+    assert_true(keep_alive("max=3", &t, &m));
+    assert_int_equal(t, 0);
+    assert_int_equal(m, 3);
+}
+
+static void test_keep_alive_tolerates_spaces_case_and_empty_elements(void **state)
+{
+    uint32_t t, m;
+    assert_true(keep_alive(" \tTimeOut = 5 ,\t MAX= 9 \t", &t, &m));
+    assert_int_equal(t, 5);
+    assert_int_equal(m, 9);
+    assert_true(keep_alive(",, timeout=4 ,,", &t, &m));
+    assert_int_equal(t, 4);
+}
+
+static void test_keep_alive_skips_unknown_parameters(void **state)
+{
+    uint32_t t, m;
+    assert_true(keep_alive("foo=bar, timeout=5, x=\"a, max=1\", 300, max=8, ext", &t, &m));
+    assert_int_equal(t, 5);
+    assert_int_equal(m, 8); /* the max inside the quoted value is not a parameter */
+    assert_true(keep_alive("y=\"q\\\"uote, max=1\", timeout=2", &t, &m)); /* escaped quote */
+    assert_int_equal(t, 2);
+    assert_int_equal(m, 0);
+}
+
+static void test_keep_alive_ignores_invalid_numbers(void **state)
+{
+    static const char *const bad[] = {
+        "timeout=",
+        "timeout=-5",
+        "timeout=+5",
+        "timeout=5.5",
+        "timeout=5s",
+        "timeout=\"5\"",
+        "timeout=0x10",
+        "timeout=5 6",
+        "timeout=4294967296",
+        "timeout=99999999999999999999",
+        "timeout",
+        "timeout 5",
+        "timeout:5",
+        "time out=5",
+        "timeout==5",
+    };
+    uint32_t t, m;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (keep_alive(bad[i], &t, &m))
+            print_message("accepted: %s\n", bad[i]);
+        assert_false(keep_alive(bad[i], &t, &m));
+        assert_int_equal(t, 0);
+        assert_int_equal(m, 0);
+    }
+    /* a bad one does not spoil a good one */
+    assert_true(keep_alive("timeout=abc, max=4", &t, &m));
+    assert_int_equal(t, 0);
+    assert_int_equal(m, 4);
+    assert_true(keep_alive("timeout=4294967295", &t, &m));
+    assert_int_equal(t, 4294967295u);
+}
+
+static void test_keep_alive_repeated_parameter_keeps_the_smaller(void **state)
+{
+    uint32_t t, m;
+    assert_true(keep_alive("timeout=10, timeout=3, max=5, max=50", &t, &m));
+    assert_int_equal(t, 3);
+    assert_int_equal(m, 5);
+}
+
+static void test_keep_alive_nothing_found(void **state)
+{
+    uint32_t t, m;
+    assert_false(keep_alive("", &t, &m));
+    assert_int_equal(t, 0);
+    assert_int_equal(m, 0);
+    assert_false(keep_alive("300", &t, &m)); /* the old client-side form: no parameter */
+    assert_false(keep_alive(" , ,", &t, &m));
+    /* only len bytes are read */
+    assert_false(http_parse_keep_alive("timeout=5", 7, &t, &m));
+    assert_true(http_parse_keep_alive("timeout=59", 9, &t, &m));
+    assert_int_equal(t, 5);
+}
+
 static void test_hop_by_hop_fixed_fields(void **state)
 {
     static const char *const names[] = {"Connection", "keep-alive",        "Proxy-Connection", "TE",
@@ -1747,6 +1856,13 @@ int main(void)
         cmocka_unit_test(test_name_is_case_insensitive),
         cmocka_unit_test(test_find_header_returns_first_match),
         cmocka_unit_test(test_list_has_token),
+        cmocka_unit_test(test_keep_alive_timeout_and_max),
+        cmocka_unit_test(test_keep_alive_one_parameter_alone),
+        cmocka_unit_test(test_keep_alive_tolerates_spaces_case_and_empty_elements),
+        cmocka_unit_test(test_keep_alive_skips_unknown_parameters),
+        cmocka_unit_test(test_keep_alive_ignores_invalid_numbers),
+        cmocka_unit_test(test_keep_alive_repeated_parameter_keeps_the_smaller),
+        cmocka_unit_test(test_keep_alive_nothing_found),
         cmocka_unit_test(test_hop_by_hop_fixed_fields),
         cmocka_unit_test(test_hop_by_hop_fields_named_in_connection),
         cmocka_unit_test(test_char_table_matches_rfc_definitions),

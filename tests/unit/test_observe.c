@@ -477,6 +477,32 @@ static void test_metrics_count_requests_attempts_and_pool(void **state)
     free(text);
 }
 
+static void test_metrics_count_retries_by_group_and_cause(void **state)
+{
+    struct server_stats *a = observe_server("rgroup", "127.0.0.1:7101");
+    struct server_stats *b = observe_server("rgroup", "127.0.0.1:7102");
+    struct server_stats *other = observe_server("rgroup2", "127.0.0.1:7101");
+
+    observe_retry(a, CAUSE_CONNECTION_REFUSED);
+    observe_retry(b, CAUSE_CONNECTION_REFUSED); /* same group: one series */
+    observe_retry(a, CAUSE_CONNECTION_TERMINATED);
+    observe_retry(other, CAUSE_CONNECTION_TIMEOUT);
+    observe_retry(NULL, CAUSE_CONNECTION_TIMEOUT); /* ignored */
+
+    char *text = observe_metrics_text(NULL);
+    assert_non_null(text);
+    assert_metric(text, "# TYPE bulwark_upstream_retries_total counter");
+    assert_metric(
+        text, "bulwark_upstream_retries_total{group=\"rgroup\",cause=\"connection_refused\"} 2");
+    assert_metric(
+        text, "bulwark_upstream_retries_total{group=\"rgroup\",cause=\"connection_terminated\"} 1");
+    assert_metric(
+        text, "bulwark_upstream_retries_total{group=\"rgroup2\",cause=\"connection_timeout\"} 1");
+    /* no series for a cause that never caused a retry */
+    assert_null(strstr(text, "{group=\"rgroup2\",cause=\"connection_refused\"}"));
+    free(text);
+}
+
 static int quiet_access_log(void **state)
 {
     return log_open_access(NULL, true);
@@ -505,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_json_line_has_every_evidence_field),
         cmocka_unit_test(test_json_line_escapes_client_strings),
         cmocka_unit_test(test_metrics_count_requests_attempts_and_pool),
+        cmocka_unit_test(test_metrics_count_retries_by_group_and_cause),
     };
     return cmocka_run_group_tests(tests, quiet_access_log, NULL);
 }

@@ -1,4 +1,6 @@
-/* Unit tests for src/upstream: balancers (no sockets needed to pick). */
+/* Unit tests for src/upstream: balancers (no sockets needed to pick), the
+ * shared per-server records, and the keep-alive pool rules (on real
+ * loopback sockets). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +8,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "upstream/upstream.h"
 
@@ -75,13 +82,15 @@ static void test_least_conn_prefers_the_fewest_in_flight(void **state)
         set_for(loop, GROUP("[\"127.0.0.1:10\", \"127.0.0.1:11\", \"127.0.0.1:12\"]",
                             "    balance: least_conn\n"));
     struct upstream_group *g = &set->groups[0];
-    g->servers[0].in_flight = 5;
-    g->servers[1].in_flight = 1;
-    g->servers[2].in_flight = 3;
+    /* least_conn reads the in-flight count of all workers: the shared one */
+    atomic_store(&g->servers[0].shared->in_flight, 5);
+    atomic_store(&g->servers[1].shared->in_flight, 1);
+    atomic_store(&g->servers[2].shared->in_flight, 3);
     for (int i = 0; i < 10; i++)
         assert_int_equal(upstream_pick(g, 0, 0)->index, 1);
     /* ties are shared, not always the first */
-    g->servers[0].in_flight = g->servers[1].in_flight = g->servers[2].in_flight = 0;
+    for (size_t i = 0; i < 3; i++)
+        atomic_store(&g->servers[i].shared->in_flight, 0);
     int seen[3] = {0};
     for (int i = 0; i < 30; i++)
         seen[upstream_pick(g, 0, 0)->index]++;
@@ -143,6 +152,332 @@ static void test_hash_respects_weights(void **state)
     loop_free(loop);
 }
 
+/* ---- shared per-server state ---- */
+
+static void test_shared_record_is_one_per_group_and_server(void **state)
+{
+    (void)state;
+    struct upstream_shared *a = upstream_shared_get("g1", "127.0.0.1:1");
+    assert_non_null(a);
+    assert_ptr_equal(upstream_shared_get("g1", "127.0.0.1:1"), a);
+    assert_ptr_not_equal(upstream_shared_get("g2", "127.0.0.1:1"), a);
+    assert_ptr_not_equal(upstream_shared_get("g1", "127.0.0.1:2"), a);
+    assert_string_equal(a->group, "g1");
+    assert_string_equal(a->server, "127.0.0.1:1");
+    assert_true(atomic_load(&a->up)); /* up by default */
+    assert_int_equal(atomic_load(&a->in_flight), 0);
+    assert_int_equal(atomic_load(&a->changed_ms), 0);
+    assert_null(upstream_shared_get(NULL, "x"));
+}
+
+/* Two workers' sets and a reload's set share the record of a server. */
+static void test_workers_and_reloads_share_the_server_record(void **state)
+{
+    (void)state;
+    const char *yaml = GROUP("[\"127.0.0.1:40\", \"127.0.0.1:41\"]", "");
+    struct loop *l1 = loop_new(), *l2 = loop_new();
+    struct upstream_set *w1 = set_for(l1, yaml), *w2 = set_for(l2, yaml);
+    struct upstream_shared *sh = w1->groups[0].servers[1].shared;
+    assert_ptr_equal(w2->groups[0].servers[1].shared, sh);
+    assert_ptr_not_equal(w1->groups[0].servers[0].shared, sh);
+    upstream_shared_set_up(sh, false, 3);
+    upstream_set_retire(w1);
+    struct upstream_set *reloaded =
+        set_for(l1, GROUP("[\"127.0.0.1:41\", \"127.0.0.1:42\"]", "    retries: 1\n"));
+    /* the server moved to index 0 in the new config: same record, still down */
+    assert_ptr_equal(reloaded->groups[0].servers[0].shared, sh);
+    assert_false(atomic_load(&reloaded->groups[0].servers[0].shared->up));
+    upstream_shared_set_up(sh, true, 0);
+    upstream_set_retire(w2);
+    upstream_set_retire(reloaded);
+    loop_free(l1);
+    loop_free(l2);
+}
+
+static void test_set_up_records_when_and_why(void **state)
+{
+    (void)state;
+    struct upstream_shared *sh = upstream_shared_get("g-state", "127.0.0.1:1");
+    upstream_shared_set_up(sh, false, 7);
+    int64_t t = atomic_load(&sh->changed_ms);
+    assert_true(t > 1700000000000ll); /* wall clock in ms */
+    assert_int_equal(atomic_load(&sh->change_cause), 7);
+    assert_false(atomic_load(&sh->up));
+    upstream_shared_set_up(sh, false, 9); /* no change: nothing recorded */
+    assert_int_equal(atomic_load(&sh->change_cause), 7);
+    upstream_shared_set_up(sh, true, 0);
+    assert_true(atomic_load(&sh->up));
+    assert_int_equal(atomic_load(&sh->change_cause), 0);
+}
+
+struct seen {
+    int count;
+    bool found;
+};
+
+static void count_record(const struct upstream_shared *sh, void *arg)
+{
+    struct seen *seen = arg;
+    seen->count++;
+    if (strcmp(sh->group, "g-each") == 0 && strcmp(sh->server, "127.0.0.1:5") == 0)
+        seen->found = true;
+}
+
+static void test_foreach_visits_every_record(void **state)
+{
+    (void)state;
+    struct seen before = {0}, after = {0};
+    upstream_shared_foreach(count_record, &before);
+    assert_false(before.found);
+    upstream_shared_get("g-each", "127.0.0.1:5");
+    upstream_shared_foreach(count_record, &after);
+    assert_true(after.found);
+    assert_int_equal(after.count, before.count + 1);
+}
+
+static void test_down_servers_are_skipped_while_one_is_up(void **state)
+{
+    (void)state;
+    const char *const balances[] = {"", "    balance: least_conn\n", "    balance: hash\n"};
+    for (size_t b = 0; b < 3; b++) {
+        char yaml[512];
+        snprintf(yaml, sizeof(yaml),
+                 GROUP("[\"127.0.0.1:50\", \"127.0.0.1:51\", \"127.0.0.1:52\"]", "%s"),
+                 balances[b]);
+        struct loop *loop = loop_new();
+        struct upstream_set *set = set_for(loop, yaml);
+        struct upstream_group *g = &set->groups[0];
+        upstream_shared_set_up(g->servers[0].shared, false, 1);
+        upstream_shared_set_up(g->servers[2].shared, false, 1);
+        for (uint64_t h = 0; h < 20; h++)
+            assert_int_equal(upstream_pick(g, h * 7919, 0)->index, 1);
+        /* the only up server was tried: it is tried again, not a down one */
+        assert_int_equal(upstream_pick(g, 0, 0x2)->index, 1);
+        /* all down: the marks are ignored, tried servers still skipped */
+        upstream_shared_set_up(g->servers[1].shared, false, 1);
+        int seen[3] = {0};
+        for (uint64_t h = 0; h < 60; h++)
+            seen[upstream_pick(g, h * 7919, 0x1)->index]++;
+        assert_int_equal(seen[0], 0);
+        assert_true(seen[1] > 0 && seen[2] > 0);
+        for (size_t i = 0; i < 3; i++)
+            upstream_shared_set_up(g->servers[i].shared, true, 0);
+        upstream_set_retire(set);
+        loop_free(loop);
+    }
+}
+
+/* ---- connections and the pool, on loopback ---- */
+
+/* A listening socket on 127.0.0.1 (connections wait in its backlog). */
+static int listen_loopback(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 64), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+struct pool_fixture {
+    struct loop *loop;
+    int listen_fd;
+    struct upstream_set *set;
+    struct upstream_server *server;
+};
+
+static void pool_start(struct pool_fixture *f, const char *keepalive)
+{
+    char yaml[512];
+    int port;
+    f->loop = loop_new();
+    f->listen_fd = listen_loopback(&port);
+    snprintf(yaml, sizeof(yaml),
+             "listen: [\"127.0.0.1:1\"]\nupstreams:\n  app:\n    servers: [\"127.0.0.1:%d\"]\n"
+             "    keepalive: %s\nroutes:\n  - upstream: app\n",
+             port, keepalive);
+    f->set = set_for(f->loop, yaml);
+    f->server = &f->set->groups[0].servers[0];
+}
+
+static void pool_stop(struct pool_fixture *f)
+{
+    upstream_set_retire(f->set);
+    loop_run_deferred(f->loop); /* frees closed connections */
+    close(f->listen_fd);
+    loop_free(f->loop);
+}
+
+static struct upstream_conn *connect_ok(struct pool_fixture *f)
+{
+    struct upstream_conn *c = NULL;
+    assert_int_equal(upstream_connect(f->server, &c), 0);
+    assert_non_null(c);
+    return c;
+}
+
+/* One exchange on a connection, with the hint its response carried. */
+static struct upstream_conn *exchange(struct pool_fixture *f, uint32_t timeout_s, uint32_t max)
+{
+    struct upstream_conn *c = connect_ok(f);
+    upstream_conn_keepalive_hint(c, timeout_s, max);
+    upstream_release(c, true);
+    return c; /* not to be touched unless it is f->server->idle */
+}
+
+static uint64_t idle_timer_ms(struct pool_fixture *f)
+{
+    assert_non_null(f->server->idle);
+    assert_true(timer_armed(&f->server->idle->idle_timer));
+    return f->server->idle->idle_timer.deadline_ms - loop_now_ms(f->loop);
+}
+
+static void test_in_flight_is_counted_per_worker_and_shared(void **state)
+{
+    (void)state;
+    struct pool_fixture f;
+    pool_start(&f, "4");
+    struct upstream_shared *sh = f.server->shared;
+    uint32_t before = atomic_load(&sh->in_flight);
+    struct upstream_conn *a = connect_ok(&f), *b = connect_ok(&f);
+    assert_int_equal(f.server->in_flight, 2);
+    assert_int_equal(atomic_load(&sh->in_flight), before + 2);
+    upstream_release(a, true);
+    assert_int_equal(f.server->in_flight, 1);
+    assert_int_equal(atomic_load(&sh->in_flight), before + 1);
+    /* from the pool counts too */
+    struct upstream_conn *c = connect_ok(&f);
+    assert_true(c->reused);
+    assert_int_equal(atomic_load(&sh->in_flight), before + 2);
+    upstream_release(c, false);
+    upstream_release(b, false);
+    assert_int_equal(f.server->in_flight, 0);
+    assert_int_equal(atomic_load(&sh->in_flight), before);
+    pool_stop(&f);
+}
+
+/* Another worker's exchanges steer this worker's least_conn away. */
+static void test_least_conn_sees_other_workers_in_flight(void **state)
+{
+    (void)state;
+    const char *yaml = GROUP("[\"127.0.0.1:60\", \"127.0.0.1:61\"]", "    balance: least_conn\n");
+    struct loop *l1 = loop_new(), *l2 = loop_new();
+    struct upstream_set *w1 = set_for(l1, yaml), *w2 = set_for(l2, yaml);
+    /* worker 1 has 3 exchanges on server 0 (as upstream_connect counts them) */
+    atomic_fetch_add(&w1->groups[0].servers[0].shared->in_flight, 3);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(upstream_pick(&w2->groups[0], 0, 0)->index, 1);
+    atomic_fetch_sub(&w1->groups[0].servers[0].shared->in_flight, 3);
+    upstream_set_retire(w1);
+    upstream_set_retire(w2);
+    loop_free(l1);
+    loop_free(l2);
+}
+
+static void test_max_requests_retires_a_connection(void **state)
+{
+    (void)state;
+    struct pool_fixture f;
+    pool_start(&f, "{max_requests: 2}");
+    struct upstream_conn *first = exchange(&f, 0, 0);
+    assert_int_equal(f.server->idle_count, 1); /* 1 of 2: pooled */
+    struct upstream_conn *again = connect_ok(&f);
+    assert_ptr_equal(again, first);
+    upstream_release(again, true); /* 2 of 2: closed, not pooled */
+    assert_int_equal(f.server->idle_count, 0);
+    struct upstream_conn *fresh = connect_ok(&f);
+    assert_false(fresh->reused);
+    upstream_release(fresh, true);
+    assert_int_equal(f.server->idle_count, 1);
+    pool_stop(&f);
+}
+
+static void test_max_requests_zero_is_unlimited(void **state)
+{
+    (void)state;
+    struct pool_fixture f;
+    pool_start(&f, "{max_requests: 0}");
+    struct upstream_conn *first = exchange(&f, 0, 0);
+    for (int i = 0; i < 2000; i++)
+        assert_ptr_equal(exchange(&f, 0, 0), first);
+    assert_int_equal(f.server->idle_count, 1);
+    pool_stop(&f);
+}
+
+/* Apache counts down: max=2 on the first response means two more. */
+static void test_keep_alive_max_hint_retires_a_connection(void **state)
+{
+    (void)state;
+    struct pool_fixture f;
+    pool_start(&f, "{max_requests: 0}");
+    struct upstream_conn *c = exchange(&f, 0, 2);
+    assert_int_equal(f.server->idle_count, 1);
+    assert_ptr_equal(exchange(&f, 0, 1), c);
+    assert_int_equal(f.server->idle_count, 1);
+    /* the third response says max=0 (absent): the limit from before holds */
+    struct upstream_conn *third = connect_ok(&f);
+    assert_ptr_equal(third, c);
+    upstream_release(third, true);
+    assert_int_equal(f.server->idle_count, 0);
+    pool_stop(&f);
+}
+
+/* A hint never extends a limit: the smallest stays (config's too). */
+static void test_smallest_request_limit_wins(void **state)
+{
+    (void)state;
+    struct pool_fixture f;
+    pool_start(&f, "{max_requests: 3}");
+    struct upstream_conn *c = exchange(&f, 0, 1); /* limit 2 */
+    assert_ptr_equal(exchange(&f, 0, 100), c);    /* would be 102: stays 2 */
+    assert_int_equal(f.server->idle_count, 0);
+    c = exchange(&f, 0, 100); /* config's 3 */
+    assert_ptr_equal(exchange(&f, 0, 100), c);
+    assert_int_equal(f.server->idle_count, 1);
+    upstream_release(connect_ok(&f), true);
+    assert_int_equal(f.server->idle_count, 0);
+    pool_stop(&f);
+}
+
+static void test_keep_alive_timeout_hint_shortens_the_idle_timer(void **state)
+{
+    (void)state;
+    struct pool_fixture f;
+    pool_start(&f, "{idle_timeout: 30s}");
+    exchange(&f, 0, 0);
+    assert_int_equal(idle_timer_ms(&f), 30000); /* no hint: idle_timeout */
+    exchange(&f, 5, 0);
+    assert_int_equal(idle_timer_ms(&f), 4000); /* 5 s less a 1 s margin */
+    exchange(&f, 0, 0);
+    assert_int_equal(idle_timer_ms(&f), 4000); /* a response without the hint keeps it */
+    exchange(&f, 2, 0);
+    assert_int_equal(idle_timer_ms(&f), 1000); /* short: half */
+    exchange(&f, 1, 0);
+    assert_int_equal(idle_timer_ms(&f), 500);
+    exchange(&f, 300, 0);
+    assert_int_equal(idle_timer_ms(&f), 30000); /* idle_timeout is shorter */
+    exchange(&f, 4294967295u, 0);
+    assert_int_equal(idle_timer_ms(&f), 30000); /* no overflow */
+    pool_stop(&f);
+}
+
+static void test_not_reusable_is_closed_whatever_the_hints(void **state)
+{
+    (void)state;
+    struct pool_fixture f;
+    pool_start(&f, "4");
+    struct upstream_conn *c = connect_ok(&f);
+    upstream_conn_keepalive_hint(c, 60, 100);
+    upstream_release(c, false);
+    assert_int_equal(f.server->idle_count, 0);
+    assert_null(f.server->idle);
+    pool_stop(&f);
+}
+
 int main(void)
 {
     config_set_dns(false);
@@ -152,6 +487,19 @@ int main(void)
         cmocka_unit_test(test_least_conn_prefers_the_fewest_in_flight),
         cmocka_unit_test(test_hash_keeps_keys_when_a_server_is_added),
         cmocka_unit_test(test_hash_respects_weights),
+        cmocka_unit_test(test_shared_record_is_one_per_group_and_server),
+        cmocka_unit_test(test_workers_and_reloads_share_the_server_record),
+        cmocka_unit_test(test_set_up_records_when_and_why),
+        cmocka_unit_test(test_foreach_visits_every_record),
+        cmocka_unit_test(test_down_servers_are_skipped_while_one_is_up),
+        cmocka_unit_test(test_in_flight_is_counted_per_worker_and_shared),
+        cmocka_unit_test(test_least_conn_sees_other_workers_in_flight),
+        cmocka_unit_test(test_max_requests_retires_a_connection),
+        cmocka_unit_test(test_max_requests_zero_is_unlimited),
+        cmocka_unit_test(test_keep_alive_max_hint_retires_a_connection),
+        cmocka_unit_test(test_smallest_request_limit_wins),
+        cmocka_unit_test(test_keep_alive_timeout_hint_shortens_the_idle_timer),
+        cmocka_unit_test(test_not_reusable_is_closed_whatever_the_hints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
