@@ -627,7 +627,9 @@ static void accept_all(void)
                                "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"
                                "Cache-Control: no-store\r\nRetry-After: 1\r\n"
                                "Connection: close\r\n\r\nadmin listener busy\n";
-    for (;;) {
+    /* Bounded per round, so a flood of connections cannot keep the thread
+     * from serving the ones it holds. */
+    for (int round = 0; round < 2 * ADMIN_MAX_CONNS; round++) {
         int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
@@ -713,8 +715,12 @@ static void *admin_main(void *arg)
             who[n++] = c;
         }
         int timeout = next < 0 ? -1 : (int)(next - now);
-        if (poll(pfd, (nfds_t)n, timeout) < 0)
-            continue; /* EINTR; nothing else is expected with valid descriptors */
+        if (poll(pfd, (nfds_t)n, timeout) < 0) {
+            /* EINTR, or ENOMEM: try again shortly rather than spin. */
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
         if (pfd[0].revents) {
             uint64_t count;
             ssize_t ignored = read(wake_fd, &count, sizeof(count));
