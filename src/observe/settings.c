@@ -52,11 +52,11 @@ int observe_configure(const struct config *cfg)
     else
         old_token = NULL;
     pthread_mutex_unlock(&observe_settings.lock);
-    if (old && admin_applies && cfg->has_admin &&
-        (!token != !old_token || (token && strcmp(token, old_token) != 0)))
-        log_info("admin token %s: applies from the next request", !old_token ? "set"
-                                                                  : !token   ? "removed"
-                                                                             : "changed");
+    bool token_changed = !token != !old_token || (token && strcmp(token, old_token) != 0);
+    if (old && admin_applies && cfg->has_admin && token_changed) {
+        const char *what = !old_token ? "set" : !token ? "removed" : "changed";
+        log_info("admin token %s: applies from the next request", what);
+    }
     config_unref(old);
     free(old_token);
     observe_admin_commit(cfg, &admin);
