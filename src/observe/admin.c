@@ -1,7 +1,11 @@
 /* The admin listener: GET /metrics, /status and /errors on a thread of its
- * own. Blocking I/O, one request per connection, a timeout on every read
- * and write: it serves an operator and a scraper, not the public, and it
- * must never take a worker's time or crash on what it is sent. */
+ * own. One poll loop over a bounded number of non-blocking connections, one
+ * request per connection, a deadline for the whole request and another for
+ * the whole response: it serves an operator and a scraper, not the public,
+ * it must never take a worker's time or crash on what it is sent, and one
+ * slow client must not keep the others waiting. A reload moves, opens or
+ * closes the listener (observe_configure) and its token applies to the next
+ * request. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -10,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -18,14 +23,6 @@
 #include "core/core.h"
 #include "observe/observe_internal.h"
 #include "upstream/upstream.h"
-
-/* A request head larger than this is refused: GETs with a token fit in far
- * less, and the bound keeps a garbage sender from growing our memory. */
-#define ADMIN_MAX_HEAD 8192
-/* A client that stalls longer holds the (single) admin thread no longer. */
-#define ADMIN_IO_TIMEOUT_MS 5000
-
-static int admin_fd = -1;
 
 /* ---- /status ---- */
 
@@ -302,6 +299,73 @@ void observe_status_table(struct obuf *b)
 
 /* ---- the listener ---- */
 
+/* A request head larger than this is refused (431): GETs with a token fit in
+ * far less, and the bound keeps a garbage sender from growing our memory. */
+#define ADMIN_MAX_HEAD 8192
+/* A request target longer than this is refused (414): ours are a few bytes. */
+#define ADMIN_MAX_TARGET 1023
+/* The whole request head must arrive within this, counted from accept and
+ * not per read: a client dripping a byte at a time is cut here. */
+#define ADMIN_REQUEST_TIMEOUT_MS 5000
+/* The whole response must be taken within this: a client that never reads
+ * loses its connection, not the other clients' time. */
+#define ADMIN_SEND_TIMEOUT_MS 5000
+/* After the response, what the client still sends (a pipelined request, the
+ * rest of a refused head) is read and dropped, at most this long and this
+ * much: closing with unread input sends an RST, which can destroy the answer
+ * before the client reads it. */
+#define ADMIN_LINGER_MS 500
+#define ADMIN_LINGER_BYTES (64 * 1024)
+/* Connections served at once; one more is answered 503 and closed. An
+ * operator, `bulwark status` and a scraper need a handful; the bound caps
+ * memory (a head buffer each) and the poll set. */
+#define ADMIN_MAX_CONNS 32
+/* Per read and write of `bulwark status`, the client side. */
+#define ADMIN_IO_TIMEOUT_MS 5000
+
+enum admin_phase { PHASE_FREE = 0, PHASE_READ, PHASE_SEND, PHASE_LINGER };
+
+struct admin_conn {
+    int fd;
+    enum admin_phase phase;
+    int64_t deadline_ms; /* monotonic: the end of the current phase */
+    size_t len;          /* head bytes read (PHASE_READ), bytes dropped (PHASE_LINGER) */
+    struct obuf out;     /* the whole response (PHASE_SEND) */
+    size_t sent;
+    char head[ADMIN_MAX_HEAD + 1];
+};
+
+/* Admin thread only. */
+static struct admin_conn conns[ADMIN_MAX_CONNS];
+static int listen_fd = -1;
+static int64_t accept_paused_until_ms; /* out of descriptors: retry then */
+
+/* The main thread hands a new listener (or -1: close it) to the admin
+ * thread, which owns the descriptors it polls and closes the old one itself
+ * (closing a descriptor another thread polls could close a reused number).
+ * The main thread waits for the switch, so when a reload is logged done the
+ * old address no longer answers. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t taken;
+    bool pending; /* fd waits for the admin thread */
+    int fd;
+} handover = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, -1};
+static int wake_fd = -1; /* eventfd: wakes the admin thread's poll */
+
+/* Main thread only: what the admin thread was last told to listen on. */
+static bool admin_started; /* observe_admin_start ran: later configs move the listener */
+static bool thread_running;
+static bool listening;
+static struct config_addr listen_addr;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void set_timeouts(int fd)
 {
     struct timeval tv = {ADMIN_IO_TIMEOUT_MS / 1000, (ADMIN_IO_TIMEOUT_MS % 1000) * 1000};
@@ -322,24 +386,21 @@ static void send_all(int fd, const char *p, size_t n)
     }
 }
 
-static void respond(int fd, int status, const char *reason, const char *type, const char *extra,
-                    const char *body, size_t len, bool head_only)
+static void respond(struct obuf *out, int status, const char *reason, const char *type,
+                    const char *extra, const char *body, size_t len, bool head_only)
 {
-    char head[512];
-    int n =
-        snprintf(head, sizeof(head),
-                 "HTTP/1.1 %d %s\r\nServer: bulwark\r\nContent-Type: %s\r\n"
-                 "Content-Length: %zu\r\nCache-Control: no-store\r\n%sConnection: close\r\n\r\n",
-                 status, reason, type, len, extra ? extra : "");
-    send_all(fd, head, (size_t)n);
+    obuf_printf(out,
+                "HTTP/1.1 %d %s\r\nServer: bulwark\r\nContent-Type: %s\r\n"
+                "Content-Length: %zu\r\nCache-Control: no-store\r\n%sConnection: close\r\n\r\n",
+                status, reason, type, len, extra ? extra : "");
     if (!head_only)
-        send_all(fd, body, len);
+        obuf_put(out, body, len);
 }
 
-static void respond_text(int fd, int status, const char *reason, const char *text,
+static void respond_text(struct obuf *out, int status, const char *reason, const char *text,
                          const char *extra)
 {
-    respond(fd, status, reason, "text/plain; charset=utf-8", extra, text, strlen(text), false);
+    respond(out, status, reason, "text/plain; charset=utf-8", extra, text, strlen(text), false);
 }
 
 /* Compares without an early exit, so response time says nothing about how
@@ -354,7 +415,7 @@ static bool token_matches(const char *given, size_t n, const char *token)
 }
 
 /* The value of header name in a request head (case-insensitive name), or
- * NULL. The head is NUL terminated. */
+ * NULL. The head is NUL terminated after its last field line. */
 static const char *find_header(const char *head, const char *name, size_t *len)
 {
     size_t nlen = strlen(name);
@@ -378,6 +439,8 @@ static const char *find_header(const char *head, const char *name, size_t *len)
     return NULL;
 }
 
+/* The token is read per request: a reload's new token applies to the next
+ * request, on every connection. */
 static bool authorized(const char *head)
 {
     bool ok = true;
@@ -394,72 +457,55 @@ static bool authorized(const char *head)
     return ok;
 }
 
-/* After an early answer, read what the client still sends (bounded, briefly)
- * before closing: closing with unread input sends an RST, which can destroy
- * the answer before the client reads it. */
-static void linger_close(int fd)
+/* Where the head's empty line starts (just after the last field line's
+ * LF), or 0 while it is incomplete. Bytes after it (a pipelined request)
+ * are not part of this request: its fields are searched only up to here. */
+static size_t head_end(const char *p, size_t len)
 {
-    char sink[4096];
-    size_t total = 0;
-    struct timeval tv = {0, 500 * 1000};
-
-    shutdown(fd, SHUT_WR);
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    while (total < (1u << 20)) {
-        ssize_t r = recv(fd, sink, sizeof(sink), 0);
-        if (r <= 0)
-            break;
-        total += (size_t)r;
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (p[i] != '\n')
+            continue;
+        if (p[i + 1] == '\n' || (p[i + 1] == '\r' && i + 2 < len && p[i + 2] == '\n'))
+            return i + 1;
     }
+    return 0;
 }
 
-static void serve(int fd)
+/* The answer to the complete request head in c->head (NUL terminated at
+ * its end), into c->out. */
+static void answer(struct admin_conn *c)
 {
-    char head[ADMIN_MAX_HEAD + 1];
-    size_t len = 0;
+    struct obuf *out = &c->out;
+    const char *head = c->head;
 
-    for (;;) {
-        ssize_t r = recv(fd, head + len, ADMIN_MAX_HEAD - len, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return; /* closed, reset or timed out: nothing to answer */
-        len += (size_t)r;
-        head[len] = '\0';
-        if (memchr(head, '\0', len)) {
-            respond_text(fd, 400, "Bad Request", "bad request\n", NULL);
-            linger_close(fd);
-            return;
-        }
-        if (strstr(head, "\r\n\r\n") || strstr(head, "\n\n"))
-            break;
-        if (len == ADMIN_MAX_HEAD) {
-            respond_text(fd, 431, "Request Header Fields Too Large", "request head too large\n",
-                         NULL);
-            linger_close(fd);
-            return;
-        }
-    }
-
-    /* Request line: METHOD SP TARGET SP HTTP/1.x */
-    char method[16], target[1024], version[16];
+    /* Request line: METHOD SP TARGET SP HTTP/1.x, nothing else. */
     const char *eol = strpbrk(head, "\r\n");
-    size_t line_len = (size_t)(eol - head);
-    char line[ADMIN_MAX_HEAD + 1];
-    memcpy(line, head, line_len);
-    line[line_len] = '\0';
-    if (sscanf(line, "%15s %1023s %15s", method, target, version) != 3 ||
-        strncmp(version, "HTTP/1.", 7) != 0 || target[0] != '/') {
-        respond_text(fd, 400, "Bad Request", "bad request\n", NULL);
+    size_t line_len = eol ? (size_t)(eol - head) : strlen(head);
+    const char *sp1 = memchr(head, ' ', line_len);
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', line_len - (size_t)(sp1 + 1 - head)) : NULL;
+    const char *version = sp2 ? sp2 + 1 : NULL;
+    size_t version_len = version ? line_len - (size_t)(version - head) : 0;
+    if (!sp2 || sp1 == head || sp2 == sp1 + 1 || sp1[1] != '/' || version_len != 8 ||
+        (memcmp(version, "HTTP/1.1", 8) != 0 && memcmp(version, "HTTP/1.0", 8) != 0)) {
+        respond_text(out, 400, "Bad Request", "bad request\n", NULL);
         return;
     }
-    bool head_only = strcmp(method, "HEAD") == 0;
-    if (!head_only && strcmp(method, "GET") != 0) {
-        respond_text(fd, 405, "Method Not Allowed", "only GET and HEAD\n", "Allow: GET, HEAD\r\n");
+    size_t target_len = (size_t)(sp2 - sp1 - 1);
+    if (target_len > ADMIN_MAX_TARGET) {
+        respond_text(out, 414, "URI Too Long", "request target too long\n", NULL);
+        return;
+    }
+    char target[ADMIN_MAX_TARGET + 1];
+    memcpy(target, sp1 + 1, target_len);
+    target[target_len] = '\0';
+    size_t method_len = (size_t)(sp1 - head);
+    bool head_only = method_len == 4 && memcmp(head, "HEAD", 4) == 0;
+    if (!head_only && !(method_len == 3 && memcmp(head, "GET", 3) == 0)) {
+        respond_text(out, 405, "Method Not Allowed", "only GET and HEAD\n", "Allow: GET, HEAD\r\n");
         return;
     }
     if (!authorized(head)) {
-        respond_text(fd, 401, "Unauthorized",
+        respond_text(out, 401, "Unauthorized",
                      "this admin listener needs \"Authorization: Bearer <admin.token>\"\n",
                      "WWW-Authenticate: Bearer realm=\"bulwark\"\r\n");
         return;
@@ -487,17 +533,171 @@ static void serve(int fd)
                       "?format=text for a table), /errors (recent gateway errors, JSON)\n");
         type = "text/plain; charset=utf-8";
     } else {
-        respond_text(fd, 404, "Not Found", "not found: try /metrics, /status or /errors\n", NULL);
+        respond_text(out, 404, "Not Found", "not found: try /metrics, /status or /errors\n", NULL);
         return;
     }
-    if (b.failed) {
-        respond_text(fd, 500, "Internal Server Error", "out of memory\n", NULL);
-    } else {
-        respond(fd, 200, "OK", type, NULL, b.p ? b.p : "", b.len, head_only);
-    }
+    if (b.failed)
+        respond_text(out, 500, "Internal Server Error", "out of memory\n", NULL);
+    else
+        respond(out, 200, "OK", type, NULL, b.p ? b.p : "", b.len, head_only);
     free(b.p);
 }
 
+static void conn_close(struct admin_conn *c)
+{
+    close(c->fd);
+    free(c->out.p);
+    c->out = (struct obuf){0};
+    c->fd = -1;
+    c->phase = PHASE_FREE;
+}
+
+static void conn_linger(struct admin_conn *c)
+{
+    free(c->out.p);
+    c->out = (struct obuf){0};
+    shutdown(c->fd, SHUT_WR);
+    c->phase = PHASE_LINGER;
+    c->deadline_ms = mono_ms() + ADMIN_LINGER_MS;
+    c->len = 0;
+}
+
+static void conn_send(struct admin_conn *c)
+{
+    while (c->sent < c->out.len) {
+        ssize_t w = send(c->fd, c->out.p + c->sent, c->out.len - c->sent, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return; /* poll says when the client has taken some */
+        if (w <= 0) {
+            conn_close(c);
+            return;
+        }
+        c->sent += (size_t)w;
+    }
+    conn_linger(c);
+}
+
+/* The response is ready in c->out (or could not be built): send it. */
+static void conn_respond(struct admin_conn *c)
+{
+    if (c->out.failed) {
+        conn_close(c); /* out of memory: nothing sensible to send */
+        return;
+    }
+    c->phase = PHASE_SEND;
+    c->sent = 0;
+    c->deadline_ms = mono_ms() + ADMIN_SEND_TIMEOUT_MS;
+    conn_send(c);
+}
+
+static void conn_read(struct admin_conn *c)
+{
+    ssize_t r = recv(c->fd, c->head + c->len, ADMIN_MAX_HEAD - c->len, 0);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+    if (r <= 0) {
+        conn_close(c); /* closed or reset before a whole head: nothing to answer */
+        return;
+    }
+    c->len += (size_t)r;
+    size_t end = head_end(c->head, c->len);
+    if (memchr(c->head, '\0', end ? end : c->len)) {
+        respond_text(&c->out, 400, "Bad Request", "bad request\n", NULL);
+    } else if (end) {
+        c->head[end] = '\0';
+        answer(c);
+    } else if (c->len == ADMIN_MAX_HEAD) {
+        respond_text(&c->out, 431, "Request Header Fields Too Large", "request head too large\n",
+                     NULL);
+    } else {
+        return; /* wait for more, until the request deadline */
+    }
+    conn_respond(c);
+}
+
+static void conn_drop_input(struct admin_conn *c)
+{
+    char sink[4096];
+    ssize_t r = recv(c->fd, sink, sizeof(sink), 0);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+    if (r <= 0 || (c->len += (size_t)r) > ADMIN_LINGER_BYTES)
+        conn_close(c);
+}
+
+static void conn_event(struct admin_conn *c)
+{
+    switch (c->phase) {
+    case PHASE_READ:
+        conn_read(c);
+        break;
+    case PHASE_SEND:
+        conn_send(c);
+        break;
+    case PHASE_LINGER:
+        conn_drop_input(c);
+        break;
+    case PHASE_FREE:
+        break;
+    }
+}
+
+static void accept_all(void)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nServer: bulwark\r\n"
+                               "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"
+                               "Cache-Control: no-store\r\nRetry-After: 1\r\n"
+                               "Connection: close\r\n\r\nadmin listener busy\n";
+    /* Bounded per round, so a flood of connections cannot keep the thread
+     * from serving the ones it holds. */
+    for (int round = 0; round < 2 * ADMIN_MAX_CONNS; round++) {
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                accept_paused_until_ms = mono_ms() + 100; /* wait instead of spinning */
+            return;
+        }
+        struct admin_conn *c = NULL;
+        for (int i = 0; i < ADMIN_MAX_CONNS && !c; i++)
+            if (conns[i].phase == PHASE_FREE)
+                c = &conns[i];
+        if (!c) {
+            /* Over the bound: say so at once (best effort, on an empty send
+             * buffer) rather than keep the client waiting. */
+            ssize_t ignored = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL);
+            (void)ignored;
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        c->phase = PHASE_READ;
+        c->len = 0;
+        c->deadline_ms = mono_ms() + ADMIN_REQUEST_TIMEOUT_MS;
+    }
+}
+
+/* Adopt the listener the main thread handed over, closing the previous one. */
+static void take_handover(void)
+{
+    pthread_mutex_lock(&handover.lock);
+    if (handover.pending) {
+        if (listen_fd >= 0)
+            close(listen_fd);
+        listen_fd = handover.fd;
+        handover.fd = -1;
+        handover.pending = false;
+        pthread_cond_broadcast(&handover.taken);
+    }
+    pthread_mutex_unlock(&handover.lock);
+}
+
+/* One poll loop: every connection has its own deadline, so a slow client
+ * costs the others nothing; pages are built in memory, then sent without
+ * blocking. */
 static void *admin_main(void *arg)
 {
     (void)arg;
@@ -505,61 +705,175 @@ static void *admin_main(void *arg)
     sigfillset(&all);
     /* Signals belong to the main thread's sigwaitinfo(). */
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    for (int i = 0; i < ADMIN_MAX_CONNS; i++)
+        conns[i].fd = -1;
     for (;;) {
-        int fd = accept4(admin_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: wait instead of spinning. */
-                struct timespec ts = {0, 100 * 1000 * 1000};
-                nanosleep(&ts, NULL);
+        struct pollfd pfd[2 + ADMIN_MAX_CONNS];
+        struct admin_conn *who[2 + ADMIN_MAX_CONNS];
+        int n = 0, listen_at = -1;
+        int64_t now = mono_ms(), next = -1;
+
+        take_handover();
+        pfd[n] = (struct pollfd){.fd = wake_fd, .events = POLLIN};
+        who[n++] = NULL;
+        if (listen_fd >= 0 && now >= accept_paused_until_ms) {
+            listen_at = n;
+            pfd[n] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
+            who[n++] = NULL;
+        } else if (listen_fd >= 0) {
+            next = accept_paused_until_ms;
+        }
+        for (int i = 0; i < ADMIN_MAX_CONNS; i++) {
+            struct admin_conn *c = &conns[i];
+            if (c->phase == PHASE_FREE)
+                continue;
+            if (now >= c->deadline_ms) {
+                conn_close(c); /* the request, the response or the linger took too long */
+                continue;
             }
+            if (next < 0 || c->deadline_ms < next)
+                next = c->deadline_ms;
+            pfd[n] =
+                (struct pollfd){.fd = c->fd, .events = c->phase == PHASE_SEND ? POLLOUT : POLLIN};
+            who[n++] = c;
+        }
+        int timeout = next < 0 ? -1 : (int)(next - now);
+        if (poll(pfd, (nfds_t)n, timeout) < 0) {
+            /* EINTR, or ENOMEM: try again shortly rather than spin. */
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
             continue;
         }
-        set_timeouts(fd);
-        serve(fd);
-        close(fd);
+        if (pfd[0].revents) {
+            uint64_t count;
+            ssize_t ignored = read(wake_fd, &count, sizeof(count));
+            (void)ignored;
+        }
+        for (int i = 1; i < n; i++)
+            if (who[i] && pfd[i].revents)
+                conn_event(who[i]);
+        if (listen_at >= 0 && pfd[listen_at].revents)
+            accept_all();
     }
     return NULL;
 }
 
-int observe_admin_start(const struct config *cfg)
+static bool same_addr(const struct config_addr *a, const struct config_addr *b)
 {
-    pthread_t thread;
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+int observe_admin_prepare(const struct config *cfg, struct admin_change *next)
+{
     int one = 1, err;
 
-    if (!cfg || !cfg->has_admin)
+    *next = (struct admin_change){.fd = -1};
+    if (!admin_started)
+        return 0; /* the first config: observe_admin_start opens the listener */
+    if (!cfg->has_admin) {
+        next->apply = listening; /* close it */
         return 0;
-    if (admin_fd >= 0)
-        return 0; /* started once: a changed address takes a restart */
-    int fd = socket(cfg->admin.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    }
+    if (listening && same_addr(&cfg->admin, &listen_addr))
+        return 0; /* unchanged: the socket and its accept queue stay */
+    int fd = socket(cfg->admin.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         err = errno;
-        log_error("admin listener: socket(): %s", strerror(err));
-        return -err;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&cfg->admin.ss, cfg->admin.len) < 0 ||
-        listen(fd, 64) < 0) {
+    } else {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, (const struct sockaddr *)&cfg->admin.ss, cfg->admin.len) == 0 &&
+            listen(fd, 64) == 0) {
+            next->apply = true;
+            next->fd = fd;
+            next->addr = cfg->admin;
+            return 0;
+        }
         err = errno;
-        log_error("admin listener: cannot listen on %s: %s", cfg->admin.text, strerror(err));
         close(fd);
-        return -err;
     }
-    admin_fd = fd;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    err = pthread_create(&thread, &attr, admin_main, NULL);
-    pthread_attr_destroy(&attr);
-    if (err) {
-        log_error("admin listener: cannot start its thread: %s", strerror(err));
-        close(fd);
-        admin_fd = -1;
-        return -err;
+    if (listening)
+        log_error("admin listener: cannot listen on %s: %s%s; still listening on %s with the "
+                  "previous admin token (the rest of the configuration applies)",
+                  cfg->admin.text, strerror(err),
+                  err == EADDRINUSE ? " (is another server running on it?)" : "", listen_addr.text);
+    else
+        log_error("admin listener: cannot listen on %s: %s%s", cfg->admin.text, strerror(err),
+                  err == EADDRINUSE ? " (is another server running on it?)" : "");
+    return -err;
+}
+
+int observe_admin_commit(const struct config *cfg, struct admin_change *next)
+{
+    if (!next->apply)
+        return 0;
+    if (!thread_running && next->fd >= 0) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        int err = 0;
+        wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (wake_fd < 0) {
+            err = errno;
+        } else {
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            err = pthread_create(&thread, &attr, admin_main, NULL);
+            pthread_attr_destroy(&attr);
+        }
+        if (err) {
+            log_error("admin listener: cannot start its thread: %s", strerror(err));
+            if (wake_fd >= 0)
+                close(wake_fd);
+            wake_fd = -1;
+            close(next->fd);
+            return -err;
+        }
+        thread_running = true;
     }
-    log_info("admin listening on %s%s", cfg->admin.text,
-             cfg->admin_token ? " (bearer token required)" : "");
+    if (thread_running) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 2; /* the admin thread only ever builds a page between polls */
+        pthread_mutex_lock(&handover.lock);
+        if (handover.pending && handover.fd >= 0)
+            close(handover.fd); /* an earlier change the admin thread never took */
+        handover.fd = next->fd;
+        handover.pending = true;
+        uint64_t one = 1;
+        ssize_t ignored = write(wake_fd, &one, sizeof(one));
+        (void)ignored;
+        while (handover.pending &&
+               pthread_cond_timedwait(&handover.taken, &handover.lock, &until) == 0)
+            ;
+        pthread_mutex_unlock(&handover.lock);
+    }
+    if (next->fd >= 0) {
+        if (listening)
+            log_info("admin listener moved from %s to %s%s", listen_addr.text, next->addr.text,
+                     cfg->admin_token ? " (bearer token required)" : "");
+        else
+            log_info("admin listening on %s%s", next->addr.text,
+                     cfg->admin_token ? " (bearer token required)" : "");
+        listening = true;
+        listen_addr = next->addr;
+    } else {
+        log_info("admin listener on %s closed: admin is no longer in the configuration",
+                 listen_addr.text);
+        listening = false;
+    }
     return 0;
+}
+
+int observe_admin_start(const struct config *cfg)
+{
+    struct admin_change next;
+
+    if (!cfg || admin_started)
+        return 0;
+    admin_started = true;
+    int rc = observe_admin_prepare(cfg, &next);
+    if (rc < 0)
+        return rc;
+    return observe_admin_commit(cfg, &next);
 }
 
 /* ---- bulwark status ---- */

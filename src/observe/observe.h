@@ -105,8 +105,13 @@ struct request_record {
 };
 
 /* Apply a config's observe settings (access log format, error pages,
- * expose_details, ring size). Called at start and after each reload,
- * from the main thread. Returns 0 or -1 (errors logged). */
+ * expose_details, ring size, admin token) and, once observe_admin_start has
+ * run, the admin address: a new address is opened and the old one closed
+ * before this returns, a removed admin closes the listener, an unchanged
+ * address keeps its socket; the token applies from the next request. A new
+ * admin address that cannot be bound is logged, and the listener stays where
+ * it was with its previous token (the rest applies). Called at start and
+ * after each reload, from the main thread. Returns 0 or -1 (errors logged). */
 int observe_configure(const struct config *cfg);
 
 /* One finished request, on its worker thread: writes the access-log line,
@@ -166,9 +171,11 @@ bool observe_expose_details(void);
  * [A-Za-z0-9._:-] (nothing that could inject into logs or headers). */
 bool observe_request_id_valid(const char *p, size_t n);
 
-/* Admin listener (GET /metrics, /status, /errors) on its own thread.
- * Started once; observe_configure() applies a new token after reload.
- * Returns 0 or -errno (logged). */
+/* Admin listener (GET /metrics, /status, /errors) on its own thread: a
+ * bounded number of connections served at once, each with a deadline for the
+ * whole request and another for the whole response (README, Admin API).
+ * Call once, after the first observe_configure(); later observe_configure()
+ * calls open, move or close it. Returns 0 or -errno (logged). */
 int observe_admin_start(const struct config *cfg);
 
 /* The Prometheus text (format 0.0.4) GET /metrics serves. Caller frees.

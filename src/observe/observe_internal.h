@@ -57,6 +57,26 @@ extern _Atomic bool observe_details_exposed;
 /* Take a reference to the current config (NULL before observe_configure). */
 struct config *observe_current_config(void);
 
+/* ---- the admin listener's address (admin.c), main thread only ---- */
+
+struct admin_change {
+    bool apply;              /* hand a listener change to the admin thread */
+    int fd;                  /* the new listener; -1: close the current one */
+    struct config_addr addr; /* the new listener's address */
+};
+
+/* What cfg's admin settings change for the listener: nothing before
+ * observe_admin_start (it opens the first one) or when the address is
+ * unchanged (the socket and its accept queue stay); a new address is bound
+ * here, so a failure is known before anything changes. Returns 0 (then call
+ * observe_admin_commit) or -errno, logged: the listener keeps its address,
+ * and the caller keeps the previous token with it. */
+int observe_admin_prepare(const struct config *cfg, struct admin_change *next);
+/* Hand the prepared change to the admin thread (started on the first
+ * listener) and wait until it has switched: after this returns, a closed or
+ * moved address no longer answers. Returns 0 or -errno (logged). */
+int observe_admin_commit(const struct config *cfg, struct admin_change *next);
+
 /* ---- stats (stats.c) ---- */
 
 /* Upstream header-time histogram bounds in milliseconds (Prometheus "le"
