@@ -159,8 +159,10 @@ size_t observe_error_page(char *out, size_t cap, int status, enum cause cause, c
 
 /* The Proxy-Status field value (RFC 9209, RFC 8941 string escaping):
  * 'bulwark; error=<type>; next-hop="<server>"' plus '; details="..."' when
- * details is not NULL. Returns the length written (at most cap - 1, NUL
- * terminated). */
+ * details is not NULL (server is the next hop's name: the proxy passes the
+ * upstream group, or the address when details are exposed). Never cut: when
+ * details do not fit they are left out; when the rest does not fit, 0.
+ * Returns the length written (at most cap - 1, NUL terminated). */
 size_t observe_proxy_status(char *out, size_t cap, enum cause cause, const char *server,
                             const char *details);
 

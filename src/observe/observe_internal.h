@@ -35,6 +35,7 @@ void obuf_json_secs(struct obuf *b, int64_t ms);
 struct sbuf {
     char *p;
     size_t len, cap; /* len never exceeds cap - 1: room for a NUL */
+    bool overflow;   /* something did not fit: the text is cut, callers must check */
 };
 
 void sbuf_put(struct sbuf *b, const char *s, size_t n);

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/core.h"
 #include "http/http.h"
 #include "observe/observe_internal.h"
 
@@ -44,7 +45,7 @@ static void sf_string(struct sbuf *b, const char *s)
 size_t observe_proxy_status(char *out, size_t cap, enum cause cause, const char *server,
                             const char *details)
 {
-    struct sbuf b = {out, 0, cap};
+    struct sbuf b = {out, 0, cap, false};
     if (cap == 0)
         return 0;
     out[0] = '\0';
@@ -59,7 +60,9 @@ size_t observe_proxy_status(char *out, size_t cap, enum cause cause, const char 
         sbuf_puts(&b, "; details=");
         sf_string(&b, details);
     }
-    return b.len;
+    if (b.overflow && details)
+        return observe_proxy_status(out, cap, cause, server, NULL); /* never a cut string */
+    return b.overflow ? 0 : b.len;
 }
 
 enum page_kind { PAGE_TEXT = 0, PAGE_JSON, PAGE_HTML };
@@ -214,7 +217,7 @@ size_t observe_error_page(char *out, size_t cap, int status, enum cause cause, c
     const struct cause_info *ci = cause_get(cause);
     const char *reason = http_status_reason(status);
     /* sbuf keeps the last byte for a NUL: at most cap bytes are written. */
-    struct sbuf b = {out, 0, cap};
+    struct sbuf b = {out, 0, cap, false};
     enum page_kind kind = negotiate(accept, accept_len);
 
     if (!reason || !*reason)
@@ -255,6 +258,16 @@ size_t observe_error_page(char *out, size_t cap, int status, enum cause cause, c
             sbuf_printf(&b, "details: %s\n", details);
         sbuf_printf(&b, "request id: %s\n", rid ? rid : "-");
         break;
+    }
+    if (b.overflow) {
+        /* A custom page that does not fit with its substitutions: the
+         * plain page instead, never a cut one. */
+        log_warn("error page for status %d does not fit %zu bytes; sent the plain text page",
+                 status, cap);
+        b = (struct sbuf){out, 0, cap, false};
+        *content_type = "text/plain; charset=utf-8";
+        sbuf_printf(&b, "%d %s\n%s\nrequest id: %s\n", status, reason, ci->proxy_status,
+                    rid ? rid : "-");
     }
     return b.len;
 }

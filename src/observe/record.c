@@ -144,11 +144,19 @@ static void format_json(struct sbuf *b, const struct request_record *rec, int64_
 }
 
 /* A line cut by the bound still ends with its newline (and, for JSON, is
- * then not valid JSON: the bound is far above what the proxy passes). */
+ * then not valid JSON: the bound is far above what the proxy passes, which
+ * caps every client string), and says it was cut. */
 static size_t finish_line(struct sbuf *b)
 {
     if (b->cap < 2)
         return 0;
+    if (b->overflow && b->cap > 16) {
+        static const char mark[] = " [truncated]";
+        if (b->len + sizeof(mark) >= b->cap)
+            b->len = b->cap - sizeof(mark) - 1;
+        memcpy(b->p + b->len, mark, sizeof(mark) - 1);
+        b->len += sizeof(mark) - 1;
+    }
     if (b->len + 1 >= b->cap)
         b->len = b->cap - 2;
     b->p[b->len++] = '\n';
@@ -158,7 +166,7 @@ static size_t finish_line(struct sbuf *b)
 
 size_t observe_format_access(char *out, size_t cap, const struct request_record *rec, bool json)
 {
-    struct sbuf b = {out, 0, cap};
+    struct sbuf b = {out, 0, cap, false};
     if (cap == 0)
         return 0;
     if (json)
@@ -171,7 +179,7 @@ size_t observe_format_access(char *out, size_t cap, const struct request_record 
 char *observe_record_json(const struct request_record *rec, int64_t wall_ms, size_t *len)
 {
     char tmp[8192];
-    struct sbuf b = {tmp, 0, sizeof(tmp)};
+    struct sbuf b = {tmp, 0, sizeof(tmp), false};
     format_json(&b, rec, wall_ms, true);
     *len = b.len;
     return strndup(tmp, b.len);

@@ -95,8 +95,10 @@ void sbuf_put(struct sbuf *b, const char *s, size_t n)
     if (b->cap == 0)
         return;
     size_t room = b->cap - 1 - b->len;
-    if (n > room)
+    if (n > room) {
         n = room;
+        b->overflow = true;
+    }
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
@@ -109,14 +111,18 @@ void sbuf_puts(struct sbuf *b, const char *s)
 
 void sbuf_printf(struct sbuf *b, const char *fmt, ...)
 {
-    if (b->cap == 0 || b->len + 1 >= b->cap)
+    if (b->cap == 0 || b->len + 1 >= b->cap) {
+        b->overflow = true;
         return;
+    }
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
     if (n < 0)
         n = 0;
+    if ((size_t)n > b->cap - 1 - b->len)
+        b->overflow = true;
     b->len += (size_t)n < b->cap - 1 - b->len ? (size_t)n : b->cap - 1 - b->len;
 }
 
@@ -128,8 +134,11 @@ void sbuf_json_str(struct sbuf *b, const char *s, size_t n)
         return;
     }
     sbuf_put(b, "\"", 1);
-    for (size_t i = 0; i < n && b->len + 8 < b->cap; i++)
+    size_t i = 0;
+    for (; i < n && b->len + 8 < b->cap; i++)
         sbuf_put(b, tmp, json_byte((unsigned char)s[i], tmp));
+    if (i < n)
+        b->overflow = true;
     sbuf_put(b, "\"", 1);
 }
 

@@ -55,15 +55,22 @@ static void test_proxy_status_drops_non_printable_bytes(void **state)
                              "details=\"caf!\"");
 }
 
-static void test_proxy_status_is_cut_to_cap_and_terminated(void **state)
+static void test_proxy_status_is_never_cut(void **state)
 {
     char out[20];
     memset(out, 'z', sizeof(out));
     size_t n =
         observe_proxy_status(out, sizeof(out), CAUSE_CONNECTION_REFUSED, "127.0.0.1:9000", NULL);
-    assert_int_equal(n, sizeof(out) - 1);
-    assert_int_equal(out[sizeof(out) - 1], '\0');
-    assert_memory_equal(out, "bulwark; error=conn", 19);
+    assert_int_equal(n, 0); /* does not fit: nothing, never half a value */
+    assert_int_equal(out[0], '\0');
+    /* details that do not fit are left out, the rest stays whole */
+    char big[400];
+    memset(big, 'd', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    char out2[128];
+    n = observe_proxy_status(out2, sizeof(out2), CAUSE_CONNECTION_REFUSED, "app", big);
+    assert_string_equal(out2, "bulwark; error=connection_refused; next-hop=\"app\"");
+    assert_int_equal(n, strlen(out2));
 }
 
 /* ---- error pages and Accept ---- */
@@ -515,7 +522,7 @@ int main(void)
         cmocka_unit_test(test_proxy_status_without_server),
         cmocka_unit_test(test_proxy_status_escapes_quote_and_backslash),
         cmocka_unit_test(test_proxy_status_drops_non_printable_bytes),
-        cmocka_unit_test(test_proxy_status_is_cut_to_cap_and_terminated),
+        cmocka_unit_test(test_proxy_status_is_never_cut),
         cmocka_unit_test(test_accept_negotiation),
         cmocka_unit_test(test_json_page),
         cmocka_unit_test(test_json_page_with_details_escaped),
