@@ -62,7 +62,11 @@ size_t observe_proxy_status(char *out, size_t cap, enum cause cause, const char 
     }
     if (b.overflow && details)
         return observe_proxy_status(out, cap, cause, server, NULL); /* never a cut string */
-    return b.overflow ? 0 : b.len;
+    if (b.overflow) {
+        out[0] = '\0';
+        return 0;
+    }
+    return b.len;
 }
 
 enum page_kind { PAGE_TEXT = 0, PAGE_JSON, PAGE_HTML };
