@@ -4,6 +4,7 @@
  * look whole). */
 #include "proxy/proxy_internal.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -39,6 +40,7 @@ void respond_local(struct request *r, int status, enum cause cause)
                                      r->accept_len, exposed ? details : NULL, &ctype);
     char ps[1024];
     size_t pl = observe_proxy_status(ps, sizeof(ps), cause, next_hop, exposed ? details : NULL);
+    assert(pl > 0); /* a group name and 320 bytes of details always fit 1 KiB */
 
     struct wbuf w = buf_writer(&r->cl_out.gen);
     wbuf_puts(&w, "HTTP/1.1 ");
