@@ -63,6 +63,9 @@ struct config_upstream {
     uint32_t keepalive_idle_timeout_ms; /* default 60s */
     uint32_t keepalive_max_requests;    /* a connection is closed after this many exchanges,
                                            default 1000; 0: no limit */
+    int max_conns;             /* concurrent exchanges per server, all workers; 0: no cap */
+    int max_pending;           /* requests waiting for a slot per group, all workers (100) */
+    uint32_t queue_timeout_ms; /* longest wait in that queue (5s), then 503 */
     int line, column;                   /* where it was defined, for messages */
 };
 

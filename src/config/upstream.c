@@ -13,6 +13,9 @@ enum upstream_key {
     UP_SEND_TIMEOUT,
     UP_RETRIES,
     UP_KEEPALIVE,
+    UP_MAX_CONNS,
+    UP_MAX_PENDING,
+    UP_QUEUE_TIMEOUT,
     NUM_UP_KEYS
 };
 
@@ -26,6 +29,9 @@ static const char *const upstream_keys[NUM_UP_KEYS] = {
     [UP_SEND_TIMEOUT] = "send_timeout",
     [UP_RETRIES] = "retries",
     [UP_KEEPALIVE] = "keepalive",
+    [UP_MAX_CONNS] = "max_conns",
+    [UP_MAX_PENDING] = "max_pending",
+    [UP_QUEUE_TIMEOUT] = "queue_timeout",
 };
 /* clang-format on */
 
@@ -204,6 +210,9 @@ static void load_upstream(struct cfg_ctx *ctx, struct config_upstream *up, const
     cfg_get_int(ctx, v[UP_RETRIES], "retries", 0, 10, &up->retries);
     if (v[UP_KEEPALIVE])
         load_keepalive(ctx, up, where, v[UP_KEEPALIVE]);
+    cfg_get_int(ctx, v[UP_MAX_CONNS], "max_conns", 0, 1000000, &up->max_conns);
+    cfg_get_int(ctx, v[UP_MAX_PENDING], "max_pending", 0, 1000000, &up->max_pending);
+    cfg_get_timeout(ctx, v[UP_QUEUE_TIMEOUT], "queue_timeout", &up->queue_timeout_ms);
 }
 
 void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n)
@@ -267,6 +276,11 @@ void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n)
          * keeps whatever per-connection state the backend leaks; a new
          * one every 1000 exchanges costs nothing measurable. */
         up->keepalive_max_requests = 1000;
+        /* No cap by default; with one, requests beyond it wait (as HAProxy's
+         * queue, but bounded and answered with Retry-After when full). */
+        up->max_conns = 0;
+        up->max_pending = 100;
+        up->queue_timeout_ms = 5 * 1000;
         load_upstream(ctx, up, cfg_node(ctx, p->value));
     }
 }

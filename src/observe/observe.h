@@ -145,6 +145,12 @@ void observe_retry(struct server_stats *st, enum cause cause);
 
 enum observe_gauge { GAUGE_CLIENT_CONNECTIONS = 0, GAUGE_UPSTREAM_CONNECTIONS, GAUGE__COUNT };
 void observe_gauge_add(enum observe_gauge g, int delta);
+/* The group queue (max_conns): a request waited, was refused because
+ * max_pending wait already, or gave up after queue_timeout. st is any
+ * server of the group (it knows its group). */
+enum observe_queue_event { QUEUE_QUEUED = 0, QUEUE_REJECTED, QUEUE_TIMEOUT, QUEUE__COUNT };
+void observe_queue_event(struct server_stats *st, enum observe_queue_event e);
+
 /* Upstream connection taken from the pool (reused) or newly opened. */
 void observe_pool_acquire(bool reused);
 

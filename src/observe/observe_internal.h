@@ -92,6 +92,7 @@ struct group_stats {
     _Atomic uint64_t hist_sum_ms;
     _Atomic uint64_t hist_count;
     _Atomic uint64_t retries[CAUSE__COUNT]; /* by the cause of the failed attempt */
+    _Atomic uint64_t queue[QUEUE__COUNT];   /* by enum observe_queue_event */
 };
 
 struct last_error {

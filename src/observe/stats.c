@@ -159,6 +159,13 @@ void observe_retry(struct server_stats *st, enum cause cause)
     atomic_fetch_add_explicit(&st->gs->retries[cause], 1, RELAXED);
 }
 
+void observe_queue_event(struct server_stats *st, enum observe_queue_event e)
+{
+    if (!st || !st->gs || (unsigned)e >= QUEUE__COUNT)
+        return;
+    atomic_fetch_add_explicit(&st->gs->queue[e], 1, RELAXED);
+}
+
 /* ---- gauges and pool ---- */
 
 static _Atomic int64_t gauges[GAUGE__COUNT];
@@ -357,6 +364,26 @@ static void write_retries(struct obuf *b)
     }
 }
 
+static void write_queue(struct obuf *b)
+{
+    static const char *const outcome[QUEUE__COUNT] = {"queued", "rejected", "timeout"};
+    obuf_puts(b, "# HELP bulwark_upstream_queue_total Requests that found every server at "
+                 "max_conns: queued, rejected (max_pending reached) or timed out "
+                 "(queue_timeout).\n"
+                 "# TYPE bulwark_upstream_queue_total counter\n");
+    for (struct group_stats *g = observe_groups(); g; g = OBS_NEXT(g)) {
+        for (int e = 0; e < QUEUE__COUNT; e++) {
+            uint64_t n = atomic_load_explicit(&g->queue[e], RELAXED);
+            if (!n)
+                continue;
+            obuf_puts(b, "bulwark_upstream_queue_total{");
+            label(b, "group", g->name, true);
+            label(b, "outcome", outcome[e], false);
+            obuf_printf(b, "} %llu\n", (unsigned long long)n);
+        }
+    }
+}
+
 void observe_metrics_write(struct obuf *b)
 {
     obuf_puts(b, "# HELP bulwark_requests_total Requests answered, by route, status class and "
@@ -405,6 +432,7 @@ void observe_metrics_write(struct obuf *b)
     }
 
     write_retries(b);
+    write_queue(b);
 
     obuf_puts(b, "# HELP bulwark_upstream_header_seconds Time from the start of an attempt to "
                  "the upstream's response header.\n"

@@ -152,24 +152,122 @@ void attempt_failed(struct request *r, enum cause cause, int err, const char *wh
     attempt_start(r);
 }
 
+static bool server_bit(const struct upstream_server *srv, uint64_t mask)
+{
+    return srv->index < 64 && (mask & (1ull << srv->index));
+}
+
+static void queue_timeout(struct timer *t);
+static bool queue_wake(struct upstream_waiter *w);
+
+/* Every server the request may use has max_conns exchanges in flight: wait
+ * in the group's queue (bounded by max_pending, for at most queue_timeout),
+ * or be told at once to come back later. */
+static void request_queue(struct request *r, bool again)
+{
+    struct attempt *a = &r->at;
+    const struct config_upstream *ucfg = r->group->cfg;
+    if (upstream_wait(r->group, &r->waiter, again) < 0) {
+        observe_queue_event(r->group->servers[0].stats, QUEUE_REJECTED);
+        log_warn("upstream \"%s\": every server has max_conns=%d requests in flight and "
+                 "max_pending=%d wait already; answered 503 "
+                 "cause=connection_limit_reached client=%s rid=%s",
+                 ucfg->name, ucfg->max_conns, ucfg->max_pending, r->s->ip, r->rid);
+        request_fail(r, CAUSE_CONNECTION_LIMIT_REACHED, 0);
+        return;
+    }
+    if (!again) {
+        observe_queue_event(r->group->servers[0].stats, QUEUE_QUEUED);
+        r->t_queued_ms = loop_now_ms(session_loop(r->s));
+        a->timer.cb = queue_timeout;
+        loop_timer_set(session_loop(r->s), &a->timer, ucfg->queue_timeout_ms);
+    }
+    r->waiter.wake = queue_wake;
+    r->state = REQ_QUEUED;
+}
+
+static void queue_timeout(struct timer *t)
+{
+    struct attempt *a = container_of(t, struct attempt, timer);
+    struct request *r = container_of(a, struct request, at);
+    struct session *s = r->s;
+    if (r->state != REQ_QUEUED)
+        return;
+    upstream_unwait(r->group, &r->waiter);
+    r->state = REQ_FORWARD;
+    observe_queue_event(r->group->servers[0].stats, QUEUE_TIMEOUT);
+    log_warn("upstream \"%s\": no connection slot (max_conns=%d) within queue_timeout=%ums; "
+             "answered 503 cause=connection_limit_reached client=%s rid=%s",
+             r->group->cfg->name, r->group->cfg->max_conns, r->group->cfg->queue_timeout_ms,
+             s->ip, r->rid);
+    request_fail(r, CAUSE_CONNECTION_LIMIT_REACHED, 0);
+    session_drive(s);
+}
+
+/* A slot may be free: try again (the waiter was taken out of the queue). */
+static bool queue_wake(struct upstream_waiter *w)
+{
+    struct request *r = container_of(w, struct request, waiter);
+    struct session *s = r->s;
+    r->state = REQ_FORWARD;
+    r->requeue_front = true;
+    attempt_start(r);
+    r->requeue_front = false;
+    bool still_waiting = r->state == REQ_QUEUED;
+    session_drive(s);
+    return !still_waiting;
+}
+
 void attempt_start(struct request *r)
 {
     struct session *s = r->s;
     struct attempt *a = &r->at;
+    uint64_t full = 0; /* servers found at max_conns: passed over, not tried */
     for (;;) {
-        struct upstream_server *srv = upstream_pick(r->group, r->hash, r->tried);
-        /* A server already tried is taken again only for the free retry
-         * of a stale pooled connection. */
-        if (srv && srv->index < 64 && (r->tried & (1ull << srv->index)) && !a->free_pending)
+        struct upstream_server *srv = upstream_pick(r->group, r->hash, r->tried | full);
+        if (srv && server_bit(srv, full)) {
+            srv = NULL; /* every candidate left is full */
+        } else if (srv && server_bit(srv, r->tried) && !a->free_pending) {
+            /* A server already tried is taken again only for the free
+             * retry of a stale pooled connection. */
             srv = NULL;
-        a->free_pending = false;
+        }
         if (!srv) {
+            if (full) {
+                request_queue(r, r->requeue_front);
+                return;
+            }
             if (r->attempts == 0)
                 request_fail(r, CAUSE_DESTINATION_UNAVAILABLE, 0);
             else
                 request_fail(r, a->last_cause, a->last_err);
             return;
         }
+        enum cause c;
+        int err;
+        const char *what = "connect() to";
+        struct upstream_conn *uc = NULL;
+        int rc = 0;
+        if (srv->cfg->addr.len == 0) {
+            /* the name did not resolve at load */
+            c = CAUSE_DNS_ERROR;
+            err = 0;
+            what = "DNS lookup for";
+            rc = -1;
+        } else {
+            rc = upstream_connect(srv, &uc);
+            if (rc == -EBUSY) {
+                if (srv->index >= 64) {
+                    request_queue(r, r->requeue_front);
+                    return;
+                }
+                full |= 1ull << srv->index;
+                continue;
+            }
+            c = rc < 0 ? cause_from_connect_errno(-rc) : CAUSE_NONE;
+            err = rc < 0 ? -rc : 0;
+        }
+        a->free_pending = false;
         a->server = srv;
         if (srv->index < 64)
             r->tried |= 1ull << srv->index;
@@ -179,34 +277,20 @@ void attempt_start(struct request *r)
         a->t_connected_ms = a->t_header_ms = 0;
         observe_attempt_start(srv->stats);
         a->open = true;
-        enum cause c;
-        int err;
-        const char *what = "connect() to";
-        if (srv->cfg->addr.len == 0) {
-            /* the name did not resolve at load */
-            c = CAUSE_DNS_ERROR;
-            err = 0;
-            what = "DNS lookup for";
-        } else {
-            struct upstream_conn *uc;
-            int rc = upstream_connect(srv, &uc);
-            if (rc == 0) {
-                observe_pool_acquire(uc->reused);
-                a->uc = uc;
-                uc->owner = r;
-                uc->io.on_event = attempt_event;
-                transport_init(&a->t, uc->io.fd);
-                a->t.writable = uc->connected;
-                a->timer.cb = attempt_timeout;
-                if (uc->connected)
-                    a->t_connected_ms = a->t_connect_ms;
-                loop_timer_set(session_loop(s), &a->timer,
-                               uc->connected ? r->group->cfg->send_timeout_ms
-                                             : r->group->cfg->connect_timeout_ms);
-                return;
-            }
-            c = cause_from_connect_errno(-rc);
-            err = -rc;
+        if (rc == 0) {
+            observe_pool_acquire(uc->reused);
+            a->uc = uc;
+            uc->owner = r;
+            uc->io.on_event = attempt_event;
+            transport_init(&a->t, uc->io.fd);
+            a->t.writable = uc->connected;
+            a->timer.cb = attempt_timeout;
+            if (uc->connected)
+                a->t_connected_ms = a->t_connect_ms;
+            loop_timer_set(session_loop(s), &a->timer,
+                           uc->connected ? r->group->cfg->send_timeout_ms
+                                         : r->group->cfg->connect_timeout_ms);
+            return;
         }
         /* failed at once: nothing was sent */
         struct retry_facts f = {

@@ -470,6 +470,7 @@ static bool request_complete(const struct request *r)
     case REQ_TUNNEL:
         return r->at.t.eof && buf_len(&r->up_in) == 0;
     case REQ_FORWARD:
+    case REQ_QUEUED:
         return false;
     }
     return false;

@@ -220,6 +220,7 @@ enum retry_verdict attempt_retry_verdict(const struct retry_facts *f);
 
 enum request_state {
     REQ_FORWARD, /* attempts under way: connect, send, wait for the response head */
+    REQ_QUEUED,  /* every server is at max_conns: waiting in the group's queue */
     REQ_RELAY,   /* the response head went to the client; relaying the body */
     REQ_TUNNEL,  /* 101 Switching Protocols: bytes both ways until one side closes */
     REQ_LOCAL,   /* our own response (an error or a refusal) is being sent */
@@ -270,6 +271,9 @@ struct request {
     int free_retries;
     uint64_t tried; /* bit i: server i was tried (first 64 servers) */
     struct attempt_evidence evidence[OBSERVE_MAX_ATTEMPTS];
+    struct upstream_waiter waiter; /* in the group's queue (REQ_QUEUED) */
+    bool requeue_front;            /* woken from the queue: keep its place if still full */
+    uint64_t t_queued_ms;
 
     /* upstream -> client */
     struct buf up_in;
@@ -284,9 +288,11 @@ struct request {
     int err; /* errno of the failure, 0 if none */
 };
 
+/* The response head (ours or the upstream's) is on its way to the client:
+ * a failure can no longer be answered, only aborted. */
 static inline bool request_head_sent(const struct request *r)
 {
-    return r->state != REQ_FORWARD;
+    return r->state == REQ_RELAY || r->state == REQ_TUNNEL || r->state == REQ_LOCAL;
 }
 
 enum session_phase {

@@ -53,6 +53,13 @@ void respond_local(struct request *r, int status, enum cause cause)
     wbuf_u64(&w, blen);
     wbuf_puts(&w, "\r\nCache-Control: no-store\r\nProxy-Status: ");
     wbuf_put(&w, ps, pl);
+    if (status == 503) {
+        /* RFC 9110 10.2.3: overload and unavailable servers are temporary;
+         * say when to come back (the queue's wait, at least a second). */
+        uint32_t after_ms = r->group ? r->group->cfg->queue_timeout_ms : 1000;
+        wbuf_puts(&w, "\r\nRetry-After: ");
+        wbuf_u64(&w, after_ms < 1000 ? 1 : (after_ms + 999) / 1000);
+    }
     wbuf_puts(&w, "\r\nX-Request-Id: ");
     wbuf_puts(&w, r->rid);
     wbuf_put(&w, "\r\n", 2);

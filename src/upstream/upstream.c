@@ -1,5 +1,5 @@
 /* Per-worker upstream groups: balancers and keep-alive pools. */
-#include "upstream/upstream.h"
+#include "upstream/upstream_internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -88,6 +88,7 @@ struct upstream_set *upstream_set_new(struct loop *loop, struct config *cfg)
         struct upstream_group *g = &set->groups[i];
         g->cfg = &cfg->upstreams[i];
         g->set = set;
+        upstream_queue_init(g);
         g->num_servers = g->cfg->num_servers;
         g->servers = calloc(g->num_servers, sizeof(*g->servers));
         if (!g->servers)
@@ -120,6 +121,7 @@ static void set_free(struct upstream_set *set)
 {
     for (size_t i = 0; i < set->num_groups && set->groups; i++) {
         struct upstream_group *g = &set->groups[i];
+        upstream_queue_fini(g);
         for (size_t j = 0; j < g->num_servers && g->servers; j++) {
             struct upstream_server *s = &g->servers[j];
             while (s->idle) {
@@ -307,9 +309,37 @@ static void idle_conn_timeout(struct timer *t)
     conn_destroy(loop, c);
 }
 
+/* Take one of the server's max_conns slots (all workers), or say it is
+ * full. Without a cap the count is only kept for least_conn. */
+static bool slot_take(struct upstream_server *s)
+{
+    uint32_t cap = (uint32_t)s->group->cfg->max_conns;
+    if (!cap) {
+        atomic_fetch_add_explicit(&s->shared->in_flight, 1, memory_order_relaxed);
+        return true;
+    }
+    uint32_t cur = atomic_load_explicit(&s->shared->in_flight, memory_order_relaxed);
+    do {
+        if (cur >= cap)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&s->shared->in_flight, &cur, cur + 1,
+                                                    memory_order_acq_rel, memory_order_relaxed));
+    return true;
+}
+
+static void slot_give(struct upstream_server *s)
+{
+    atomic_fetch_sub_explicit(&s->shared->in_flight, 1, memory_order_release);
+    struct upstream_group *g = s->group;
+    if (g->num_waiting)
+        loop_defer(g->set->loop, &g->wait_wakeup);
+}
+
 int upstream_connect(struct upstream_server *s, struct upstream_conn **out)
 {
     struct loop *loop = s->group->set->loop;
+    if (!slot_take(s))
+        return -EBUSY;
     if (s->idle) {
         struct upstream_conn *c = s->idle;
         idle_unlink(c);
@@ -317,14 +347,16 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out)
         c->reused = true;
         c->owner = NULL;
         s->in_flight++;
-        atomic_fetch_add_explicit(&s->shared->in_flight, 1, memory_order_relaxed);
         *out = c;
         return 0;
     }
     const struct config_addr *a = &s->cfg->addr;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) {
+        int err = errno;
+        slot_give(s);
+        return -err;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     bool connected = true;
@@ -332,6 +364,7 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out)
         if (errno != EINPROGRESS) {
             int err = errno;
             close(fd);
+            slot_give(s);
             return -err;
         }
         connected = false;
@@ -339,6 +372,7 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out)
     struct upstream_conn *c = calloc(1, sizeof(*c));
     if (!c) {
         close(fd);
+        slot_give(s);
         return -ENOMEM;
     }
     c->io.fd = fd;
@@ -349,11 +383,11 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out)
     if (rc < 0) {
         close(fd);
         free(c);
+        slot_give(s);
         return rc;
     }
     conn_hook(1);
     s->in_flight++;
-    atomic_fetch_add_explicit(&s->shared->in_flight, 1, memory_order_relaxed);
     *out = c;
     return 0;
 }
@@ -405,7 +439,7 @@ void upstream_release(struct upstream_conn *c, bool reusable)
     struct upstream_server *s = c->server;
     struct upstream_set *set = s->group->set;
     s->in_flight--;
-    atomic_fetch_sub_explicit(&s->shared->in_flight, 1, memory_order_relaxed);
+    slot_give(s);
     c->owner = NULL;
     c->requests++;
     const struct config_upstream *ucfg = s->group->cfg;

@@ -90,12 +90,30 @@ struct upstream_server {
     struct server_stats *stats; /* not owned; set by whoever built the set */
 };
 
+/* A request waiting for a connection slot of its group (max_conns). The
+ * owner embeds it and says how to wake it. */
+struct upstream_waiter {
+    struct upstream_waiter *next, *prev;
+    /* A slot may be free: try again. Returns false when the request could
+     * not get one and should stay first in the queue (it was not dequeued
+     * by anything else). May free the owner otherwise. */
+    bool (*wake)(struct upstream_waiter *w);
+    bool queued;
+};
+
 struct upstream_group {
     const struct config_upstream *cfg;
     struct upstream_set *set;
     struct upstream_server *servers;
     size_t num_servers;
     int total_weight;
+    /* The per-worker part of the group's queue (FIFO); the bound
+     * (max_pending) is counted across workers in *pending. */
+    struct upstream_waiter *wait_head, *wait_tail;
+    uint32_t num_waiting;
+    _Atomic uint32_t *pending;
+    struct timer wait_timer;     /* retries while slots are freed by other workers */
+    struct deferred wait_wakeup; /* a slot was freed here: wake after the event batch */
 };
 
 struct upstream_set {
@@ -130,7 +148,8 @@ uint64_t upstream_hash(const void *p, size_t n);
  * connect (registered with the loop; completion is reported as EPOLLOUT on
  * io). Returns 0 with *out set, or -errno when connect() failed at once
  * (ECONNREFUSED, ENETUNREACH, EMFILE...). The caller owns *out and must set
- * io.on_event and owner. s->in_flight and s->shared->in_flight are
+ * io.on_event and owner. -EBUSY: the server has max_conns exchanges in
+ * flight across all workers (nothing was taken). s->in_flight and s->shared->in_flight are
  * incremented. */
 int upstream_connect(struct upstream_server *s, struct upstream_conn **out);
 
@@ -157,6 +176,13 @@ void upstream_conn_keepalive_hint(struct upstream_conn *c, uint32_t timeout_s, u
 /* Called with +1 when a connection to an upstream opens and -1 when it
  * closes (for a gauge). Set once at start-up, before workers run. */
 void upstream_set_conn_hook(void (*hook)(int delta));
+
+/* Queue w on g (at the front when again is true: a woken waiter that found
+ * no slot keeps its place). 0, or -EBUSY when max_pending requests already
+ * wait across all workers. */
+int upstream_wait(struct upstream_group *g, struct upstream_waiter *w, bool again);
+/* Take w out of the queue (it gave up, timed out or the client left). */
+void upstream_unwait(struct upstream_group *g, struct upstream_waiter *w);
 
 /* Check a just-finished non-blocking connect: 0 or -errno (SO_ERROR). */
 int upstream_connect_result(struct upstream_conn *c);

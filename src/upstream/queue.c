@@ -1,0 +1,139 @@
+/* The group queue: requests waiting for a connection slot (max_conns).
+ *
+ * Each worker keeps its waiters in FIFO order on its own group; the bound
+ * (max_pending) is one counter per group name across workers and reloads.
+ * A slot freed on this worker wakes the first waiter after the event batch;
+ * slots freed by other workers are found by a short timer that runs only
+ * while this worker has waiters (no cross-thread wake-up on the request
+ * path). */
+#include "upstream/upstream_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How often a worker with waiters looks for slots other workers freed. */
+#define WAIT_POLL_MS 5
+
+struct pending_count {
+    struct pending_count *next;
+    _Atomic uint32_t pending;
+    char name[];
+};
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pending_count *registry;
+static _Atomic uint32_t fallback_pending; /* when out of memory: one bound for all */
+
+static _Atomic uint32_t *pending_for(const char *group)
+{
+    pthread_mutex_lock(&registry_lock);
+    struct pending_count *p = registry;
+    while (p && strcmp(p->name, group) != 0)
+        p = p->next;
+    if (!p) {
+        size_t n = strlen(group) + 1;
+        p = calloc(1, sizeof(*p) + n);
+        if (p) {
+            memcpy(p->name, group, n);
+            p->next = registry;
+            registry = p;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return p ? &p->pending : &fallback_pending;
+}
+
+static void unlink_waiter(struct upstream_group *g, struct upstream_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        g->wait_head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        g->wait_tail = w->prev;
+    w->next = w->prev = NULL;
+    w->queued = false;
+    g->num_waiting--;
+    atomic_fetch_sub_explicit(g->pending, 1, memory_order_relaxed);
+    if (!g->num_waiting)
+        loop_timer_cancel(g->set->loop, &g->wait_timer);
+}
+
+/* Wake waiters in order until one finds no slot (it keeps its place). */
+static void wake_waiters(struct upstream_group *g)
+{
+    while (g->wait_head) {
+        struct upstream_waiter *w = g->wait_head;
+        unlink_waiter(g, w);
+        if (!w->wake(w))
+            break; /* it queued itself again, at the front */
+    }
+    if (g->num_waiting)
+        loop_timer_set(g->set->loop, &g->wait_timer, WAIT_POLL_MS);
+}
+
+static void wait_wakeup(struct deferred *d)
+{
+    wake_waiters(container_of(d, struct upstream_group, wait_wakeup));
+}
+
+static void wait_poll(struct timer *t)
+{
+    wake_waiters(container_of(t, struct upstream_group, wait_timer));
+}
+
+void upstream_queue_init(struct upstream_group *g)
+{
+    g->pending = pending_for(g->cfg->name);
+    timer_init(&g->wait_timer, wait_poll);
+    g->wait_wakeup.cb = wait_wakeup;
+}
+
+void upstream_queue_fini(struct upstream_group *g)
+{
+    /* A waiter holds its session, which holds the set: none is left here. */
+    loop_timer_cancel(g->set->loop, &g->wait_timer);
+}
+
+int upstream_wait(struct upstream_group *g, struct upstream_waiter *w, bool again)
+{
+    uint32_t cap = (uint32_t)g->cfg->max_pending;
+    uint32_t cur = atomic_load_explicit(g->pending, memory_order_relaxed);
+    do {
+        if (cur >= cap && !again)
+            return -EBUSY;
+    } while (!atomic_compare_exchange_weak_explicit(g->pending, &cur, cur + 1,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    if (again) {
+        w->prev = NULL;
+        w->next = g->wait_head;
+        if (g->wait_head)
+            g->wait_head->prev = w;
+        else
+            g->wait_tail = w;
+        g->wait_head = w;
+    } else {
+        w->next = NULL;
+        w->prev = g->wait_tail;
+        if (g->wait_tail)
+            g->wait_tail->next = w;
+        else
+            g->wait_head = w;
+        g->wait_tail = w;
+    }
+    w->queued = true;
+    g->num_waiting++;
+    if (!timer_armed(&g->wait_timer))
+        loop_timer_set(g->set->loop, &g->wait_timer, WAIT_POLL_MS);
+    return 0;
+}
+
+void upstream_unwait(struct upstream_group *g, struct upstream_waiter *w)
+{
+    if (w->queued)
+        unlink_waiter(g, w);
+}
