@@ -50,11 +50,41 @@ static void json_time(struct obuf *b, int64_t wall_ms)
     obuf_printf(b, "\"%s\"", when);
 }
 
+/* ,"ejected":...: the passive checks' view of the server: whether it is
+ * ejected and until when, why, how often, and its failures in the current
+ * fail_window. */
+static void status_ejection(struct obuf *b, const struct config_upstream *up,
+                            struct upstream_shared *sh)
+{
+    uint64_t now = upstream_clock_ms();
+    uint64_t left = upstream_shared_ejected_for(sh, now);
+    int cause = atomic_load_explicit(&sh->eject_cause, memory_order_relaxed);
+    int status = atomic_load_explicit(&sh->eject_status, memory_order_relaxed);
+    obuf_printf(b, ",\"ejected\":%s,\"ejected_until\":", left ? "true" : "false");
+    json_time(b, left ? observe_wall_ms() + (int64_t)left : 0);
+    obuf_printf(b, ",\"ejected_for_ms\":%llu,\"ejections\":%llu,\"last_ejected\":",
+                (unsigned long long)left,
+                (unsigned long long)atomic_load_explicit(&sh->ejections, memory_order_relaxed));
+    json_time(b, atomic_load_explicit(&sh->ejected_ms, memory_order_relaxed));
+    obuf_puts(b, ",\"eject_cause\":");
+    if (cause > 0 && cause < CAUSE__COUNT)
+        obuf_printf(b, "\"%s\"", cause_get((enum cause)cause)->proxy_status);
+    else if (status)
+        obuf_printf(b, "\"status %d\"", status);
+    else
+        obuf_puts(b, "null");
+    obuf_printf(b, ",\"fails\":%u,\"max_fails\":%d",
+                upstream_window_sum(&sh->fails, now, upstream_window_slot_ms(up->fail_window_ms)),
+                up->max_fails);
+}
+
 /* ,"balancer":{...}: the state all workers' balancers share for the server
  * (upstream_shared): whether it is up (down servers are passed over), the
- * exchanges in flight on it from every worker, and the last change of up. */
-static void status_balancer(struct obuf *b, const char *group, const char *server)
+ * exchanges in flight on it from every worker, the last change of up, and
+ * its passive ejection. */
+static void status_balancer(struct obuf *b, const struct config_upstream *ucfg, const char *server)
 {
+    const char *group = ucfg->name;
     struct upstream_shared *sh = upstream_shared_get(group, server);
     if (!sh)
         return;
@@ -66,14 +96,17 @@ static void status_balancer(struct obuf *b, const char *group, const char *serve
     obuf_puts(b, "\"changed\":");
     json_time(b, atomic_load_explicit(&sh->changed_ms, memory_order_relaxed));
     if (cause > 0 && cause < CAUSE__COUNT)
-        obuf_printf(b, ",\"change_cause\":\"%s\"}", cause_get((enum cause)cause)->proxy_status);
+        obuf_printf(b, ",\"change_cause\":\"%s\"", cause_get((enum cause)cause)->proxy_status);
     else
-        obuf_puts(b, ",\"change_cause\":null}");
+        obuf_puts(b, ",\"change_cause\":null");
+    status_ejection(b, ucfg, sh);
+    obuf_puts(b, "}");
 }
 
-static void status_server(struct obuf *b, const char *group, const struct config_server *srv,
-                          uint64_t *attempts, uint64_t *failures)
+static void status_server(struct obuf *b, const struct config_upstream *up,
+                          const struct config_server *srv, uint64_t *attempts, uint64_t *failures)
 {
+    const char *group = up->name;
     struct server_stats *st = observe_server(group, srv->name);
     uint64_t fails = 0;
     int64_t now = observe_wall_ms();
@@ -85,7 +118,7 @@ static void status_server(struct obuf *b, const char *group, const struct config
     *failures += fails;
     obuf_puts(b, "{\"server\":");
     obuf_json_str(b, srv->name, strlen(srv->name));
-    status_balancer(b, group, srv->name);
+    status_balancer(b, up, srv->name);
     obuf_printf(b,
                 ",\"resolved\":%s,\"state\":\"%s\",\"in_flight\":%lld,\"attempts\":%llu,"
                 "\"failures\":%llu,\"consecutive_failures\":%u,\"failures_by_cause\":{",
@@ -158,7 +191,7 @@ void observe_status_json(struct obuf *b)
                     up->connect_timeout_ms, up->read_timeout_ms, up->retries);
         for (size_t j = 0; j < up->num_servers; j++) {
             obuf_puts(b, j ? ",\n  " : "\n  ");
-            status_server(b, up->name, &up->servers[j], &attempts, &failures);
+            status_server(b, up, &up->servers[j], &attempts, &failures);
             struct server_stats *st = observe_server(up->name, up->servers[j].name);
             if (!atomic_load_explicit(&st->consecutive_failures, memory_order_relaxed))
                 up_count++;
@@ -169,12 +202,13 @@ void observe_status_json(struct obuf *b)
     obuf_printf(b,
                 "},\n\"totals\":{\"requests\":%llu,\"gateway_errors\":%llu,"
                 "\"upstream_attempts\":%llu,\"upstream_failures\":%llu,"
-                "\"client_connections\":%lld,\"upstream_connections\":%lld,"
-                "\"pool_reused\":%llu,\"pool_new\":%llu}}\n",
+                "\"client_connections\":%lld,\"client_connections_refused\":%llu,"
+                "\"upstream_connections\":%lld,\"pool_reused\":%llu,\"pool_new\":%llu}}\n",
                 (unsigned long long)observe_requests_total(),
                 (unsigned long long)observe_ring_total(), (unsigned long long)attempts,
                 (unsigned long long)failures,
                 (long long)observe_gauge_get(GAUGE_CLIENT_CONNECTIONS),
+                (unsigned long long)observe_client_refused_total(),
                 (long long)observe_gauge_get(GAUGE_UPSTREAM_CONNECTIONS),
                 (unsigned long long)reused, (unsigned long long)fresh);
     config_unref(cfg);
