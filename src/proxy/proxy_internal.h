@@ -374,5 +374,8 @@ void respond_local(struct request *r, int status, enum cause cause);
 
 /* server.c */
 void worker_defer_flush(struct worker *w);
+/* A client connection admitted under max_connections closed (or was never
+ * made a session): its slot is free. Exactly once per admitted fd. */
+void worker_client_closed(void);
 
 #endif
