@@ -50,41 +50,40 @@ static void json_time(struct obuf *b, int64_t wall_ms)
     obuf_printf(b, "\"%s\"", when);
 }
 
-/* ,"ejected":...: the passive checks' view of the server: whether it is
- * ejected and until when, why, how often, and its failures in the current
- * fail_window. */
-static void status_ejection(struct obuf *b, const struct config_upstream *up,
-                            struct upstream_shared *sh)
+/* ,"ejected":...,"ejection":{...}: the passive checks' view of the server:
+ * whether it is ejected and until when, why, how often, and its failures in
+ * the current fail_window. */
+static void status_ejection(struct obuf *b, const struct config_upstream *ucfg, const char *server)
 {
+    struct upstream_shared *sh = upstream_shared_get(ucfg->name, server);
+    if (!sh)
+        return;
     uint64_t now = upstream_clock_ms();
     uint64_t left = upstream_shared_ejected_for(sh, now);
     int cause = atomic_load_explicit(&sh->eject_cause, memory_order_relaxed);
     int status = atomic_load_explicit(&sh->eject_status, memory_order_relaxed);
-    obuf_printf(b, ",\"ejected\":%s,\"ejected_until\":", left ? "true" : "false");
+    obuf_printf(b, ",\"ejected\":%s,\"ejection\":{\"until\":", left ? "true" : "false");
     json_time(b, left ? observe_wall_ms() + (int64_t)left : 0);
-    obuf_printf(b, ",\"ejected_for_ms\":%llu,\"ejections\":%llu,\"last_ejected\":",
+    obuf_printf(b, ",\"for_ms\":%llu,\"fails\":%u,\"max_fails\":%d,\"ejections\":%llu,\"last\":",
                 (unsigned long long)left,
+                upstream_window_sum(&sh->fails, now, upstream_window_slot_ms(ucfg->fail_window_ms)),
+                ucfg->max_fails,
                 (unsigned long long)atomic_load_explicit(&sh->ejections, memory_order_relaxed));
     json_time(b, atomic_load_explicit(&sh->ejected_ms, memory_order_relaxed));
-    obuf_puts(b, ",\"eject_cause\":");
+    obuf_puts(b, ",\"cause\":");
     if (cause > 0 && cause < CAUSE__COUNT)
-        obuf_printf(b, "\"%s\"", cause_get((enum cause)cause)->proxy_status);
+        obuf_printf(b, "\"%s\"}", cause_get((enum cause)cause)->proxy_status);
     else if (status)
-        obuf_printf(b, "\"status %d\"", status);
+        obuf_printf(b, "\"status %d\"}", status);
     else
-        obuf_puts(b, "null");
-    obuf_printf(b, ",\"fails\":%u,\"max_fails\":%d",
-                upstream_window_sum(&sh->fails, now, upstream_window_slot_ms(up->fail_window_ms)),
-                up->max_fails);
+        obuf_puts(b, "null}");
 }
 
 /* ,"balancer":{...}: the state all workers' balancers share for the server
  * (upstream_shared): whether it is up (down servers are passed over), the
- * exchanges in flight on it from every worker, the last change of up, and
- * its passive ejection. */
-static void status_balancer(struct obuf *b, const struct config_upstream *ucfg, const char *server)
+ * exchanges in flight on it from every worker, and the last change of up. */
+static void status_balancer(struct obuf *b, const char *group, const char *server)
 {
-    const char *group = ucfg->name;
     struct upstream_shared *sh = upstream_shared_get(group, server);
     if (!sh)
         return;
@@ -96,11 +95,9 @@ static void status_balancer(struct obuf *b, const struct config_upstream *ucfg, 
     obuf_puts(b, "\"changed\":");
     json_time(b, atomic_load_explicit(&sh->changed_ms, memory_order_relaxed));
     if (cause > 0 && cause < CAUSE__COUNT)
-        obuf_printf(b, ",\"change_cause\":\"%s\"", cause_get((enum cause)cause)->proxy_status);
+        obuf_printf(b, ",\"change_cause\":\"%s\"}", cause_get((enum cause)cause)->proxy_status);
     else
-        obuf_puts(b, ",\"change_cause\":null");
-    status_ejection(b, ucfg, sh);
-    obuf_puts(b, "}");
+        obuf_puts(b, ",\"change_cause\":null}");
 }
 
 static void status_server(struct obuf *b, const struct config_upstream *up,
@@ -118,7 +115,8 @@ static void status_server(struct obuf *b, const struct config_upstream *up,
     *failures += fails;
     obuf_puts(b, "{\"server\":");
     obuf_json_str(b, srv->name, strlen(srv->name));
-    status_balancer(b, up, srv->name);
+    status_balancer(b, group, srv->name);
+    status_ejection(b, up, srv->name);
     obuf_printf(b,
                 ",\"resolved\":%s,\"state\":\"%s\",\"in_flight\":%lld,\"attempts\":%llu,"
                 "\"failures\":%llu,\"consecutive_failures\":%u,\"failures_by_cause\":{",
@@ -307,6 +305,9 @@ void observe_status_table(struct obuf *b)
                          le.err ? strerror(le.err) : "", le.err ? ")" : "", le.rid);
             }
             const char *state = state_of(st);
+            struct upstream_shared *sh = upstream_shared_get(up->name, up->servers[j].name);
+            if (sh && upstream_shared_ejected_for(sh, upstream_clock_ms()))
+                state = "ejected";
             if (!up->servers[j].addr.len)
                 state = "unresolved";
             const char *row[TABLE_COLS] = {
