@@ -45,22 +45,22 @@ def test_a_backend_answering_500_is_ejected_after_max_fails_and_comes_back(bulwa
     bad = origin(handler=always(500))
     good = origin()
     cfg, aport = with_admin([bad.addr, good.addr],
-                            "    max_fails: 3\n    fail_window: 10s\n    eject_time: 1500ms\n"
+                            "    max_fails: 3\n    fail_window: 10s\n    eject_time: 4s\n"
                             "    fail_status: [500, 503]\n")
     b = bulwark(cfg)
     wait_port(aport)
-    statuses = [fetch(b.port, f"/echo?i={i}").status for i in range(20)]
+    statuses = [fetch(b.port, f"/echo?i={i}").status for i in range(16)]
     # every 500 is counted before its response reaches the client, so the third one
     # ejects the server at once, whichever worker served it
     assert statuses.count(500) == 3, statuses
     assert len(bad.requests) == 3
-    assert statuses[-10:] == [200] * 10
-    b.wait_log(rf"upstream server {bad.addr} \(upstream \"app\"\) ejected for 1500 ms: "
+    assert statuses[-8:] == [200] * 8
+    b.wait_log(rf"upstream server {bad.addr} \(upstream \"app\"\) ejected for 4000 ms: "
                r"3 failures within 10000 ms, the last status 500; state=ejected cause=status 500")
     st = server_status(aport, bad.addr)
     ej = st["ejection"]
     assert st["ejected"] is True and ej["cause"] == "status 500", st
-    assert ej["until"] and 0 < ej["for_ms"] <= 1500 and ej["last"], st
+    assert ej["until"] and 0 < ej["for_ms"] <= 4000 and ej["last"], st
     assert ej["ejections"] == 1 and ej["fails"] == 0 and ej["max_fails"] == 3, st
     assert st["balancer"]["up"] is True  # ejection is not the active checks' down
     assert server_status(aport, good.addr)["ejected"] is False
@@ -99,6 +99,7 @@ def test_connect_failures_eject_the_server(bulwark, origin):
     b.wait_log(rf"upstream server {dead} \(upstream \"app\"\) ejected for 30000 ms: 2 failures "
                r"within 10000 ms, the last connection_refused; state=ejected "
                r"cause=connection_refused")
+    b.wait_log(r"(?:.*\n){11}.*\S", what="access")  # lines are written in batches
     lines = b.access_lines()
     assert len(lines) == 12
     retried = [l for l in lines if " attempts=2 " in l]
