@@ -46,6 +46,10 @@ struct config_error_page {
 
 enum log_format { LOG_FORMAT_COMBINED = 0, LOG_FORMAT_JSON };
 
+/* Statuses fail_status may name: error responses only. */
+#define CONFIG_STATUS_MIN 400
+#define CONFIG_STATUS_MAX 599
+
 struct config_upstream {
     char *name;
     size_t index; /* position in config.upstreams */
@@ -66,7 +70,17 @@ struct config_upstream {
     int max_conns;             /* concurrent exchanges per server, all workers; 0: no cap */
     int max_pending;           /* requests waiting for a slot per group, all workers (100) */
     uint32_t queue_timeout_ms; /* longest wait in that queue (5s), then 503 */
-    int line, column;                   /* where it was defined, for messages */
+    /* Passive health checks (outlier ejection): max_fails failures within
+     * fail_window eject a server for eject_time (longer on repeats). */
+    int max_fails;           /* default 5; 0: passive ejection off */
+    uint32_t fail_window_ms; /* default 10s */
+    uint32_t eject_time_ms;  /* default 30s */
+    /* fail_status as a set: bit (status - CONFIG_STATUS_MIN) is set when a
+     * response with that status counts as a failure; default none. Read it
+     * with config_fail_status(). */
+    uint64_t fail_status[(CONFIG_STATUS_MAX - CONFIG_STATUS_MIN + 64) / 64];
+    int retry_budget_pct; /* retries at most this % of requests over 10 s; default 20 */
+    int line, column;     /* where it was defined, for messages */
 };
 
 struct config_route {
@@ -124,6 +138,10 @@ struct config {
     struct config_error_page *error_pages; /* errors.pages, read at load */
     size_t num_error_pages;
 
+    /* max_connections: client connections open at once, all workers together;
+     * one more is answered 503 and closed at once. 0: no limit (default). */
+    uint32_t max_connections;
+
     /* probe_at_start: at start and after each reload, connect once to every
      * upstream server and log a warning per unreachable one. Default true. */
     bool probe_at_start;
@@ -157,6 +175,16 @@ struct config *config_load_string(const char *name, const char *yaml, size_t len
                                   struct config_errors *errs);
 
 void config_errors_free(struct config_errors *errs);
+
+/* Whether a response with this status counts as a failed attempt for the
+ * group's passive health checks (its fail_status list). */
+static inline bool config_fail_status(const struct config_upstream *up, int status)
+{
+    if (status < CONFIG_STATUS_MIN || status > CONFIG_STATUS_MAX)
+        return false;
+    unsigned i = (unsigned)(status - CONFIG_STATUS_MIN);
+    return (up->fail_status[i / 64] >> (i % 64)) & 1;
+}
 
 /* Reference counting, thread safe. The last unref frees. */
 struct config *config_ref(struct config *cfg);

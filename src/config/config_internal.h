@@ -12,8 +12,8 @@
 
 #include "config/config.h"
 
-/* The most keys any one mapping in the schema knows (top level has 12). */
-#define CFG_MAX_KEYS 16
+/* The most keys any one mapping in the schema knows (an upstream group has 13). */
+#define CFG_MAX_KEYS 32
 
 struct cfg_pending_error {
     int line, column; /* 1-based */

@@ -28,6 +28,7 @@ enum top_key {
     TOP_LOG,
     TOP_ERRORS,
     TOP_PROBE_AT_START,
+    TOP_MAX_CONNECTIONS,
     TOP_UPSTREAMS,
     TOP_ROUTES,
     NUM_TOP_KEYS
@@ -45,6 +46,7 @@ static const char *const top_keys[NUM_TOP_KEYS] = {
     [TOP_LOG] = "log",
     [TOP_ERRORS] = "errors",
     [TOP_PROBE_AT_START] = "probe_at_start",
+    [TOP_MAX_CONNECTIONS] = "max_connections",
     [TOP_UPSTREAMS] = "upstreams",
     [TOP_ROUTES] = "routes",
 };
@@ -414,6 +416,9 @@ static void load_top(struct cfg_ctx *ctx, const yaml_node_t *root)
     if (v[TOP_ERRORS])
         load_errors(ctx, v[TOP_ERRORS]);
     cfg_get_bool(ctx, v[TOP_PROBE_AT_START], "probe_at_start", &cfg->probe_at_start);
+    int max_connections = 0;
+    if (cfg_get_int(ctx, v[TOP_MAX_CONNECTIONS], "max_connections", 0, 10000000, &max_connections))
+        cfg->max_connections = (uint32_t)max_connections;
     /* upstreams before routes: routes point into them. */
     if (v[TOP_UPSTREAMS])
         cfg_load_upstreams(ctx, v[TOP_UPSTREAMS]);

@@ -16,6 +16,11 @@ enum upstream_key {
     UP_MAX_CONNS,
     UP_MAX_PENDING,
     UP_QUEUE_TIMEOUT,
+    UP_MAX_FAILS,
+    UP_FAIL_WINDOW,
+    UP_EJECT_TIME,
+    UP_FAIL_STATUS,
+    UP_RETRY_BUDGET,
     NUM_UP_KEYS
 };
 
@@ -32,6 +37,11 @@ static const char *const upstream_keys[NUM_UP_KEYS] = {
     [UP_MAX_CONNS] = "max_conns",
     [UP_MAX_PENDING] = "max_pending",
     [UP_QUEUE_TIMEOUT] = "queue_timeout",
+    [UP_MAX_FAILS] = "max_fails",
+    [UP_FAIL_WINDOW] = "fail_window",
+    [UP_EJECT_TIME] = "eject_time",
+    [UP_FAIL_STATUS] = "fail_status",
+    [UP_RETRY_BUDGET] = "retry_budget",
 };
 /* clang-format on */
 
@@ -186,6 +196,53 @@ static void load_keepalive(struct cfg_ctx *ctx, struct config_upstream *up, cons
         up->keepalive_max_requests = (uint32_t)max_requests;
 }
 
+/* fail_status: a list of error statuses, e.g. [500, 502, 503, 504]. */
+static void load_fail_status(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
+                             const yaml_node_t *n)
+{
+    if (n->type != YAML_SEQUENCE_NODE) {
+        cfg_error(ctx, n,
+                  "fail_status of %s: expected a list of statuses (e.g. [500, 503]), got %s", where,
+                  cfg_describe(n).s);
+        return;
+    }
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        int status;
+        if (!cfg_get_int(ctx, cfg_node(ctx, *it), "fail_status", CONFIG_STATUS_MIN,
+                         CONFIG_STATUS_MAX, &status))
+            continue;
+        unsigned i = (unsigned)(status - CONFIG_STATUS_MIN);
+        up->fail_status[i / 64] |= 1ull << (i % 64);
+    }
+}
+
+/* retry_budget: "20%" (a whole percentage, 0% to 100%). */
+static void load_retry_budget(struct cfg_ctx *ctx, struct config_upstream *up, const yaml_node_t *n)
+{
+    const char *s = cfg_scalar(ctx, n, "retry_budget", "a percentage (e.g. 20%)");
+    long long v;
+    char digits[16];
+    size_t len;
+
+    if (!s)
+        return;
+    len = strlen(s);
+    if (len < 2 || len > sizeof(digits) || s[len - 1] != '%') {
+        cfg_error(ctx, n, "bad retry_budget %s: expected a percentage such as 20%%",
+                  cfg_quote(s).s);
+        return;
+    }
+    memcpy(digits, s, len - 1);
+    digits[len - 1] = '\0';
+    if (cfg_parse_int(digits, &v) != CFG_PARSE_OK || v < 0 || v > 100) {
+        cfg_error(ctx, n, "bad retry_budget %s: expected a whole percentage from 0%% to 100%%",
+                  cfg_quote(s).s);
+        return;
+    }
+    up->retry_budget_pct = (int)v;
+}
+
 static void load_upstream(struct cfg_ctx *ctx, struct config_upstream *up, const yaml_node_t *n)
 {
     yaml_node_t *v[NUM_UP_KEYS];
@@ -213,6 +270,13 @@ static void load_upstream(struct cfg_ctx *ctx, struct config_upstream *up, const
     cfg_get_int(ctx, v[UP_MAX_CONNS], "max_conns", 0, 1000000, &up->max_conns);
     cfg_get_int(ctx, v[UP_MAX_PENDING], "max_pending", 0, 1000000, &up->max_pending);
     cfg_get_timeout(ctx, v[UP_QUEUE_TIMEOUT], "queue_timeout", &up->queue_timeout_ms);
+    cfg_get_int(ctx, v[UP_MAX_FAILS], "max_fails", 0, 1000, &up->max_fails);
+    cfg_get_timeout(ctx, v[UP_FAIL_WINDOW], "fail_window", &up->fail_window_ms);
+    cfg_get_timeout(ctx, v[UP_EJECT_TIME], "eject_time", &up->eject_time_ms);
+    if (v[UP_FAIL_STATUS])
+        load_fail_status(ctx, up, where, v[UP_FAIL_STATUS]);
+    if (v[UP_RETRY_BUDGET])
+        load_retry_budget(ctx, up, v[UP_RETRY_BUDGET]);
 }
 
 void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n)
@@ -281,6 +345,15 @@ void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n)
         up->max_conns = 0;
         up->max_pending = 100;
         up->queue_timeout_ms = 5 * 1000;
+        /* Passive checks: five failures in ten seconds is a server in
+         * trouble, not bad luck; thirty seconds out gives it time to
+         * recover (nginx: max_fails 1, fail_timeout 10s, which ejects on a
+         * single failure). fail_status stays empty: a 500 is often one bad
+         * URL, not a bad server. */
+        up->max_fails = 5;
+        up->fail_window_ms = 10 * 1000;
+        up->eject_time_ms = 30 * 1000;
+        up->retry_budget_pct = 20;
         load_upstream(ctx, up, cfg_node(ctx, p->value));
     }
 }

@@ -50,6 +50,35 @@ static void json_time(struct obuf *b, int64_t wall_ms)
     obuf_printf(b, "\"%s\"", when);
 }
 
+/* ,"ejected":...,"ejection":{...}: the passive checks' view of the server:
+ * whether it is ejected and until when, why, how often, and its failures in
+ * the current fail_window. */
+static void status_ejection(struct obuf *b, const struct config_upstream *ucfg, const char *server)
+{
+    struct upstream_shared *sh = upstream_shared_get(ucfg->name, server);
+    if (!sh)
+        return;
+    uint64_t now = upstream_clock_ms();
+    uint64_t left = upstream_shared_ejected_for(sh, now);
+    int cause = atomic_load_explicit(&sh->eject_cause, memory_order_relaxed);
+    int status = atomic_load_explicit(&sh->eject_status, memory_order_relaxed);
+    obuf_printf(b, ",\"ejected\":%s,\"ejection\":{\"until\":", left ? "true" : "false");
+    json_time(b, left ? observe_wall_ms() + (int64_t)left : 0);
+    obuf_printf(b, ",\"for_ms\":%llu,\"fails\":%u,\"max_fails\":%d,\"ejections\":%llu,\"last\":",
+                (unsigned long long)left,
+                upstream_window_sum(&sh->fails, now, upstream_window_slot_ms(ucfg->fail_window_ms)),
+                ucfg->max_fails,
+                (unsigned long long)atomic_load_explicit(&sh->ejections, memory_order_relaxed));
+    json_time(b, atomic_load_explicit(&sh->ejected_ms, memory_order_relaxed));
+    obuf_puts(b, ",\"cause\":");
+    if (cause > 0 && cause < CAUSE__COUNT)
+        obuf_printf(b, "\"%s\"}", cause_get((enum cause)cause)->proxy_status);
+    else if (status)
+        obuf_printf(b, "\"status %d\"}", status);
+    else
+        obuf_puts(b, "null}");
+}
+
 /* ,"balancer":{...}: the state all workers' balancers share for the server
  * (upstream_shared): whether it is up (down servers are passed over), the
  * exchanges in flight on it from every worker, and the last change of up. */
@@ -71,9 +100,10 @@ static void status_balancer(struct obuf *b, const char *group, const char *serve
         obuf_puts(b, ",\"change_cause\":null}");
 }
 
-static void status_server(struct obuf *b, const char *group, const struct config_server *srv,
-                          uint64_t *attempts, uint64_t *failures)
+static void status_server(struct obuf *b, const struct config_upstream *up,
+                          const struct config_server *srv, uint64_t *attempts, uint64_t *failures)
 {
+    const char *group = up->name;
     struct server_stats *st = observe_server(group, srv->name);
     uint64_t fails = 0;
     int64_t now = observe_wall_ms();
@@ -86,6 +116,7 @@ static void status_server(struct obuf *b, const char *group, const struct config
     obuf_puts(b, "{\"server\":");
     obuf_json_str(b, srv->name, strlen(srv->name));
     status_balancer(b, group, srv->name);
+    status_ejection(b, up, srv->name);
     obuf_printf(b,
                 ",\"resolved\":%s,\"state\":\"%s\",\"in_flight\":%lld,\"attempts\":%llu,"
                 "\"failures\":%llu,\"consecutive_failures\":%u,\"failures_by_cause\":{",
@@ -158,7 +189,7 @@ void observe_status_json(struct obuf *b)
                     up->connect_timeout_ms, up->read_timeout_ms, up->retries);
         for (size_t j = 0; j < up->num_servers; j++) {
             obuf_puts(b, j ? ",\n  " : "\n  ");
-            status_server(b, up->name, &up->servers[j], &attempts, &failures);
+            status_server(b, up, &up->servers[j], &attempts, &failures);
             struct server_stats *st = observe_server(up->name, up->servers[j].name);
             if (!atomic_load_explicit(&st->consecutive_failures, memory_order_relaxed))
                 up_count++;
@@ -169,12 +200,13 @@ void observe_status_json(struct obuf *b)
     obuf_printf(b,
                 "},\n\"totals\":{\"requests\":%llu,\"gateway_errors\":%llu,"
                 "\"upstream_attempts\":%llu,\"upstream_failures\":%llu,"
-                "\"client_connections\":%lld,\"upstream_connections\":%lld,"
-                "\"pool_reused\":%llu,\"pool_new\":%llu}}\n",
+                "\"client_connections\":%lld,\"client_connections_refused\":%llu,"
+                "\"upstream_connections\":%lld,\"pool_reused\":%llu,\"pool_new\":%llu}}\n",
                 (unsigned long long)observe_requests_total(),
                 (unsigned long long)observe_ring_total(), (unsigned long long)attempts,
                 (unsigned long long)failures,
                 (long long)observe_gauge_get(GAUGE_CLIENT_CONNECTIONS),
+                (unsigned long long)observe_client_refused_total(),
                 (long long)observe_gauge_get(GAUGE_UPSTREAM_CONNECTIONS),
                 (unsigned long long)reused, (unsigned long long)fresh);
     config_unref(cfg);
@@ -273,6 +305,9 @@ void observe_status_table(struct obuf *b)
                          le.err ? strerror(le.err) : "", le.err ? ")" : "", le.rid);
             }
             const char *state = state_of(st);
+            struct upstream_shared *sh = upstream_shared_get(up->name, up->servers[j].name);
+            if (sh && upstream_shared_ejected_for(sh, upstream_clock_ms()))
+                state = "ejected";
             if (!up->servers[j].addr.len)
                 state = "unresolved";
             const char *row[TABLE_COLS] = {

@@ -91,6 +91,26 @@ const struct cause_info *cause_get(enum cause c)
     return &causes[c];
 }
 
+bool cause_is_server_failure(enum cause c)
+{
+    switch (c) {
+    case CAUSE_CONNECTION_REFUSED:
+    case CAUSE_DESTINATION_IP_UNROUTABLE:
+    case CAUSE_DNS_ERROR:
+    case CAUSE_CONNECTION_TIMEOUT:
+    case CAUSE_CONNECTION_TERMINATED:
+    case CAUSE_HTTP_RESPONSE_TIMEOUT:
+    case CAUSE_CONNECTION_READ_TIMEOUT:
+    case CAUSE_CONNECTION_WRITE_TIMEOUT:
+    case CAUSE_HTTP_RESPONSE_INCOMPLETE:
+    case CAUSE_HTTP_PROTOCOL_ERROR:
+    case CAUSE_HTTP_RESPONSE_HEADER_SECTION_SIZE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 enum cause cause_from_connect_errno(int err)
 {
     switch (err) {

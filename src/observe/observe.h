@@ -47,6 +47,12 @@ struct cause_info {
 
 const struct cause_info *cause_get(enum cause c);
 
+/* Whether an attempt that failed with c is the upstream server's doing
+ * (refused, unreachable, reset, timed out, broken response): such failures
+ * count toward its passive ejection. The client's own failures and our own
+ * limits (connection_limit_reached, proxy_internal_error) do not. */
+bool cause_is_server_failure(enum cause c);
+
 /* Map a connect()/socket errno to its cause. */
 enum cause cause_from_connect_errno(int err);
 
@@ -142,6 +148,15 @@ void observe_attempt_end(struct server_stats *st, enum cause cause, int err, int
  * too): counts bulwark_upstream_retries_total{group,cause} for st's group.
  * One relaxed atomic add; NULL st is ignored. */
 void observe_retry(struct server_stats *st, enum cause cause);
+
+/* A retry after a failed attempt on st's server was refused because the
+ * group's retry budget is spent: counts
+ * bulwark_upstream_retries_refused_total{group}. NULL st is ignored. */
+void observe_retry_refused(struct server_stats *st);
+
+/* A client connection was refused at accept because max_connections were
+ * open: counts bulwark_client_connections_refused_total. */
+void observe_client_refused(void);
 
 enum observe_gauge { GAUGE_CLIENT_CONNECTIONS = 0, GAUGE_UPSTREAM_CONNECTIONS, GAUGE__COUNT };
 void observe_gauge_add(enum observe_gauge g, int delta);

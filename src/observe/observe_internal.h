@@ -93,6 +93,7 @@ struct group_stats {
     _Atomic uint64_t hist_count;
     _Atomic uint64_t retries[CAUSE__COUNT]; /* by the cause of the failed attempt */
     _Atomic uint64_t queue[QUEUE__COUNT];   /* by enum observe_queue_event */
+    _Atomic uint64_t retries_refused;       /* by the retry budget */
 };
 
 struct last_error {
@@ -129,6 +130,9 @@ struct group_stats *observe_groups(void);
 
 /* Requests counted by route label, status class and cause. */
 void observe_count_request(const char *route, int status, enum cause cause);
+
+/* Client connections refused by max_connections since start. */
+uint64_t observe_client_refused_total(void);
 
 /* Gauges and pool counters, and totals for /status. */
 int64_t observe_gauge_get(enum observe_gauge g);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "observe/observe_internal.h"
+#include "upstream/upstream.h"
 
 #define RELAXED memory_order_relaxed
 
@@ -164,6 +165,24 @@ void observe_queue_event(struct server_stats *st, enum observe_queue_event e)
     if (!st || !st->gs || (unsigned)e >= QUEUE__COUNT)
         return;
     atomic_fetch_add_explicit(&st->gs->queue[e], 1, RELAXED);
+}
+
+void observe_retry_refused(struct server_stats *st)
+{
+    if (st && st->gs)
+        atomic_fetch_add_explicit(&st->gs->retries_refused, 1, RELAXED);
+}
+
+static _Atomic uint64_t client_refused;
+
+void observe_client_refused(void)
+{
+    atomic_fetch_add_explicit(&client_refused, 1, RELAXED);
+}
+
+uint64_t observe_client_refused_total(void)
+{
+    return atomic_load_explicit(&client_refused, RELAXED);
 }
 
 /* ---- gauges and pool ---- */
@@ -384,6 +403,40 @@ static void write_queue(struct obuf *b)
     }
 }
 
+static void write_ejection(const struct upstream_shared *sh, void *arg)
+{
+    struct obuf *b = arg;
+    obuf_puts(b, "bulwark_upstream_ejections_total{");
+    label(b, "group", sh->group, true);
+    label(b, "server", sh->server, false);
+    obuf_printf(b, "} %llu\n", (unsigned long long)atomic_load_explicit(&sh->ejections, RELAXED));
+}
+
+/* Passive health and overload: ejections per server, retries the budget
+ * refused per group, client connections refused by max_connections. */
+static void write_protection(struct obuf *b)
+{
+    obuf_puts(b, "# HELP bulwark_upstream_ejections_total Times a server was ejected by the "
+                 "passive health checks (max_fails failures within fail_window).\n"
+                 "# TYPE bulwark_upstream_ejections_total counter\n");
+    upstream_shared_foreach(write_ejection, b);
+    obuf_puts(b, "# HELP bulwark_upstream_retries_refused_total Retries not made because the "
+                 "group's retry budget was spent (the client got the failure).\n"
+                 "# TYPE bulwark_upstream_retries_refused_total counter\n");
+    for (struct group_stats *g = observe_groups(); g; g = OBS_NEXT(g)) {
+        obuf_puts(b, "bulwark_upstream_retries_refused_total{");
+        label(b, "group", g->name, true);
+        obuf_printf(b, "} %llu\n",
+                    (unsigned long long)atomic_load_explicit(&g->retries_refused, RELAXED));
+    }
+    obuf_printf(b,
+                "# HELP bulwark_client_connections_refused_total Client connections answered "
+                "503 and closed at accept because max_connections were open.\n"
+                "# TYPE bulwark_client_connections_refused_total counter\n"
+                "bulwark_client_connections_refused_total %llu\n",
+                (unsigned long long)observe_client_refused_total());
+}
+
 void observe_metrics_write(struct obuf *b)
 {
     obuf_puts(b, "# HELP bulwark_requests_total Requests answered, by route, status class and "
@@ -433,6 +486,7 @@ void observe_metrics_write(struct obuf *b)
 
     write_retries(b);
     write_queue(b);
+    write_protection(b);
 
     obuf_puts(b, "# HELP bulwark_upstream_header_seconds Time from the start of an attempt to "
                  "the upstream's response header.\n"

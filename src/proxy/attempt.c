@@ -7,6 +7,7 @@
 #include "proxy/proxy_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static bool method_is_idempotent(enum http_method m)
@@ -34,12 +35,69 @@ enum retry_verdict attempt_retry_verdict(const struct retry_facts *f)
         return RETRY_NO;
     /* Never the same server twice: a lone refusing server costs one
      * connect, not retries + 1 of them. */
-    return f->untried_left ? RETRY_NEXT : RETRY_NO;
+    if (!f->untried_left)
+        return RETRY_NO;
+    /* Retries cannot amplify an outage: beyond the group's budget the
+     * client gets the failure. */
+    return f->budget_ok ? RETRY_NEXT : RETRY_NO_BUDGET;
+}
+
+/* A retry after a connection that never reached a server process adds no
+ * load anywhere: it is the request's first real try. */
+static bool retry_costs_budget(enum cause cause)
+{
+    return cause != CAUSE_CONNECTION_REFUSED && cause != CAUSE_DESTINATION_IP_UNROUTABLE &&
+           cause != CAUSE_DNS_ERROR;
+}
+
+static bool retry_budget_ok(struct request *r, enum cause cause)
+{
+    return !retry_costs_budget(cause) || upstream_retry_allowed(r->group);
+}
+
+/* The verdict is a retry on another server: spend the budget on it, or say
+ * why none is made. Returns true when the request is retried. */
+static bool retry_spend(struct request *r, enum retry_verdict v, enum cause cause)
+{
+    if (v == RETRY_NO_BUDGET) {
+        observe_retry_refused(r->at.server->stats);
+        log_warn("no retry after the failed attempt on %s (upstream \"%s\"): the retry budget "
+                 "(%d%% of requests over 10 s) is spent; cause=%s attempt=%d rid=%s",
+                 r->at.server->cfg->addr.text, r->group->cfg->name, r->group->cfg->retry_budget_pct,
+                 cause_get(cause)->proxy_status, r->attempts, r->rid);
+        return false;
+    }
+    if (v == RETRY_NEXT && retry_costs_budget(cause))
+        upstream_count_retry(r->group);
+    return v != RETRY_NO;
 }
 
 static int64_t span_ms(uint64_t from, uint64_t to)
 {
     return from && to && to >= from ? (int64_t)(to - from) : -1;
+}
+
+/* Passive health checks: the server's own failures (not the client's, not
+ * the idle-close race of a pooled connection, which gets the free retry)
+ * and the statuses in fail_status count toward ejecting it. */
+static void report_to_passive_checks(struct request *r, enum cause cause)
+{
+    struct attempt *a = &r->at;
+    int failure = cause_is_server_failure(cause) && !a->free_pending ? (int)cause : 0;
+    int status = cause == CAUSE_NONE && a->t_header_ms ? r->status : 0;
+    uint64_t eject_ms = upstream_report_attempt(a->server, failure, status);
+    if (!eject_ms)
+        return;
+    char why[40];
+    if (failure)
+        snprintf(why, sizeof(why), "%s", cause_get(cause)->proxy_status);
+    else
+        snprintf(why, sizeof(why), "status %d", status);
+    const struct config_upstream *ucfg = r->group->cfg;
+    log_warn("upstream server %s (upstream \"%s\") ejected for %llu ms: %d failures within "
+             "%u ms, the last %s; state=ejected cause=%s rid=%s",
+             a->server->cfg->addr.text, ucfg->name, (unsigned long long)eject_ms, ucfg->max_fails,
+             ucfg->fail_window_ms, why, why, r->rid);
 }
 
 void attempt_end(struct request *r, enum cause cause, int err)
@@ -59,6 +117,7 @@ void attempt_end(struct request *r, enum cause cause, int err)
         r->evidence[r->attempts - 1] = (struct attempt_evidence){
             a->server->cfg->name, cause, err, connect_ms, a->uc && a->uc->reused};
     observe_attempt_end(a->server->stats, cause, err, connect_ms, header_ms, r->rid);
+    report_to_passive_checks(r, cause);
 }
 
 void attempt_release(struct request *r, bool reusable)
@@ -131,6 +190,7 @@ void attempt_failed(struct request *r, enum cause cause, int err, const char *wh
         .free_retries = r->free_retries,
         .retries = r->group->cfg->retries,
         .untried_left = untried_left(r),
+        .budget_ok = retry_budget_ok(r, cause),
     };
     enum retry_verdict v = attempt_retry_verdict(&f);
     if (v == RETRY_FREE) {
@@ -143,7 +203,7 @@ void attempt_failed(struct request *r, enum cause cause, int err, const char *wh
     } else {
         attempt_log_failure(r, what, cause, err, detail);
     }
-    if (v == RETRY_NO) {
+    if (!retry_spend(r, v, cause)) {
         request_fail(r, cause, err);
         return;
     }
@@ -223,6 +283,8 @@ void attempt_start(struct request *r)
     struct session *s = r->s;
     struct attempt *a = &r->at;
     uint64_t full = 0; /* servers found at max_conns: passed over, not tried */
+    if (r->attempts == 0 && !r->requeue_front)
+        upstream_count_request(r->group); /* the retry budget is a share of these */
     for (;;) {
         struct upstream_server *srv = upstream_pick(r->group, r->hash, r->tried | full);
         if (srv && server_bit(srv, full)) {
@@ -300,9 +362,10 @@ void attempt_start(struct request *r)
             .free_retry_used = true,
             .retries = r->group->cfg->retries,
             .untried_left = untried_left(r),
+            .budget_ok = retry_budget_ok(r, c),
         };
         attempt_log_failure(r, what, c, err, NULL);
-        if (attempt_retry_verdict(&f) == RETRY_NO) {
+        if (!retry_spend(r, attempt_retry_verdict(&f), c)) {
             request_fail(r, c, err);
             return;
         }

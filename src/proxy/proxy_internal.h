@@ -208,11 +208,14 @@ struct retry_facts {
     int free_retries;     /* of which free */
     int retries;          /* the group's retries setting */
     bool untried_left;    /* a server not yet tried for this request is up */
+    bool budget_ok;       /* the group's retry budget allows one more retry (or this
+                             retry costs it nothing: the connection was refused) */
 };
 enum retry_verdict {
-    RETRY_NO,   /* answer the client with the cause */
-    RETRY_FREE, /* a stale pooled connection: again on a new connection, not counted */
-    RETRY_NEXT, /* again on a server not yet tried */
+    RETRY_NO,        /* answer the client with the cause */
+    RETRY_FREE,      /* a stale pooled connection: again on a new connection, not counted */
+    RETRY_NEXT,      /* again on a server not yet tried */
+    RETRY_NO_BUDGET, /* RETRY_NEXT was due, but the retry budget is spent: answer the client */
 };
 enum retry_verdict attempt_retry_verdict(const struct retry_facts *f);
 
@@ -377,5 +380,8 @@ void respond_local(struct request *r, int status, enum cause cause);
 
 /* server.c */
 void worker_defer_flush(struct worker *w);
+/* A client connection admitted under max_connections closed (or was never
+ * made a session): its slot is free. Exactly once per admitted fd. */
+void worker_client_closed(void);
 
 #endif

@@ -63,6 +63,68 @@ static void accept_resume(struct timer *t)
         loop_listener_pause(w->loop, &l->io, false);
 }
 
+/* Client connections open now, all workers together (max_connections). */
+static _Atomic uint32_t open_clients;
+
+/* The answer to a connection over max_connections, written at accept
+ * without reading the request: the client learns at once why, and when to
+ * try again, instead of waiting in a full accept queue. */
+static const char refusal[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                              "Content-Type: text/plain\r\n"
+                              "Content-Length: 45\r\n"
+                              "Retry-After: 1\r\n"
+                              "Proxy-Status: bulwark; error=connection_limit_reached\r\n"
+                              "Connection: close\r\n"
+                              "\r\n"
+                              "Too many connections: try again in a moment.\n";
+
+/* One warning per second per worker at most: a flood of refusals must not
+ * become a flood of log lines. */
+static __thread uint64_t refusal_logged_ms;
+static __thread uint64_t refusals_unlogged;
+
+static void refuse_client(struct worker *w, int fd, uint32_t max)
+{
+    observe_client_refused();
+    ssize_t n = send(fd, refusal, sizeof(refusal) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)n; /* a full or reset socket: the close below is the answer */
+    /* Half-close, then drop what already arrived: closing with unread bytes
+     * would send a reset that can destroy the 503 before it is read. */
+    shutdown(fd, SHUT_WR);
+    char sink[4096];
+    for (int i = 0; i < 16 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+        ;
+    close(fd);
+    refusals_unlogged++;
+    uint64_t now = loop_now_ms(w->loop);
+    if (refusal_logged_ms && now - refusal_logged_ms < 1000)
+        return;
+    log_warn("client connection refused with 503: max_connections (%u) are open; "
+             "cause=connection_limit_reached refused=%llu",
+             max, (unsigned long long)refusals_unlogged);
+    refusal_logged_ms = now;
+    refusals_unlogged = 0;
+}
+
+/* A slot under max_connections for a new client connection, or false after
+ * answering it 503 and closing it. Connections already accepted are never
+ * closed to make room. */
+static bool client_admit(struct worker *w, int fd)
+{
+    uint32_t max = w->set->cfg->max_connections;
+    uint32_t open = atomic_fetch_add_explicit(&open_clients, 1, memory_order_relaxed);
+    if (!max || open < max)
+        return true;
+    atomic_fetch_sub_explicit(&open_clients, 1, memory_order_relaxed);
+    refuse_client(w, fd, max);
+    return false;
+}
+
+void worker_client_closed(void)
+{
+    atomic_fetch_sub_explicit(&open_clients, 1, memory_order_relaxed);
+}
+
 static void listener_event(struct io *io, uint32_t events)
 {
     struct listener *l = (struct listener *)io;
@@ -88,6 +150,8 @@ static void listener_event(struct io *io, uint32_t events)
             log_error("accept() on %s failed: %s", l->addr.text, strerror(errno));
             return;
         }
+        if (!client_admit(w, fd))
+            continue;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         session_accept(w, fd, (struct sockaddr *)&ss, len);

@@ -66,6 +66,7 @@ void session_close(struct session *s)
     if (w->draining && w->num_sessions == 0)
         loop_timer_set(w->loop, &w->housekeeping, 0); /* the drain is over: stop now */
     observe_gauge_add(GAUGE_CLIENT_CONNECTIONS, -1);
+    worker_client_closed();
     upstream_set_leave(s->set);
     s->next = w->graveyard;
     w->graveyard = s;
@@ -100,6 +101,7 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, sockl
     if (!s) {
         log_error("out of memory accepting a connection; closed it");
         close(fd);
+        worker_client_closed();
         return;
     }
     s->io.fd = fd;

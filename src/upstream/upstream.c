@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Connections are freed after the current event batch: epoll may still hold
@@ -73,6 +74,12 @@ static void idle_unlink(struct upstream_conn *c)
     s->idle_count--;
 }
 
+/* An ejection grows up to this many times eject_time, and a server that
+ * stays in rotation that long after one ends starts over. */
+#define EJECT_MAX_FACTOR 10
+
+static void eject_timer_fired(struct timer *t);
+
 struct upstream_set *upstream_set_new(struct loop *loop, struct config *cfg)
 {
     struct upstream_set *set = calloc(1, sizeof(*set));
@@ -93,11 +100,17 @@ struct upstream_set *upstream_set_new(struct loop *loop, struct config *cfg)
         g->servers = calloc(g->num_servers, sizeof(*g->servers));
         if (!g->servers)
             goto fail;
+        g->shared = upstream_group_shared_get(g->cfg->name);
+        if (!g->shared) {
+            g->own.group = g->cfg->name;
+            g->shared = &g->own; /* this worker's budget alone, rather than none */
+        }
         for (size_t j = 0; j < g->num_servers; j++) {
             struct upstream_server *s = &g->servers[j];
             s->cfg = &g->cfg->servers[j];
             s->group = g;
             s->index = j;
+            timer_init(&s->eject_timer, eject_timer_fired);
             g->total_weight += s->cfg->weight;
             s->shared = upstream_shared_get(g->cfg->name, s->cfg->name);
             if (!s->shared) {
@@ -108,6 +121,12 @@ struct upstream_set *upstream_set_new(struct loop *loop, struct config *cfg)
                 atomic_init(&s->own.up, true);
                 s->shared = &s->own;
             }
+            /* An ejection whose end no worker has logged yet (the set of
+             * the worker that began it was retired by a reload): every
+             * worker watches for its end, the first one logs it. */
+            if (atomic_load_explicit(&s->shared->ejected, memory_order_relaxed))
+                loop_timer_set(loop, &s->eject_timer,
+                               upstream_shared_ejected_for(s->shared, loop_now_ms(loop)));
         }
     }
     return set;
@@ -124,6 +143,7 @@ static void set_free(struct upstream_set *set)
         upstream_queue_fini(g);
         for (size_t j = 0; j < g->num_servers && g->servers; j++) {
             struct upstream_server *s = &g->servers[j];
+            loop_timer_cancel(set->loop, &s->eject_timer);
             while (s->idle) {
                 struct upstream_conn *c = s->idle;
                 idle_unlink(c);
@@ -178,9 +198,11 @@ static bool is_tried(uint64_t tried, size_t i)
     return i < 64 && (tried & (1ull << i));
 }
 
+/* Up (active checks) and not ejected (passive checks). */
 static bool is_up(const struct upstream_server *s)
 {
-    return atomic_load_explicit(&s->shared->up, memory_order_relaxed);
+    return atomic_load_explicit(&s->shared->up, memory_order_relaxed) &&
+           !upstream_server_ejected(s);
 }
 
 static bool skipped(const struct upstream_group *g, struct skip k, size_t i)
@@ -457,4 +479,111 @@ void upstream_release(struct upstream_conn *c, bool reusable)
     s->idle = c;
     s->idle_count++;
     loop_timer_set(set->loop, &c->idle_timer, idle_timeout_ms(c, ucfg->keepalive_idle_timeout_ms));
+}
+
+/* ---- passive health checks ---- */
+
+uint64_t upstream_eject_duration_ms(uint32_t eject_time_ms, uint32_t level)
+{
+    uint64_t cap = (uint64_t)eject_time_ms * EJECT_MAX_FACTOR;
+    uint64_t ms = level >= 4 ? cap : (uint64_t)eject_time_ms << level;
+    return ms < cap ? ms : cap;
+}
+
+bool upstream_server_ejected(const struct upstream_server *s)
+{
+    return upstream_shared_ejected_for(s->shared, loop_now_ms(s->group->set->loop)) > 0;
+}
+
+uint64_t upstream_report_attempt(struct upstream_server *s, int failure_cause, int status)
+{
+    const struct config_upstream *cfg = s->group->cfg;
+    if (!cfg->max_fails || (!failure_cause && !config_fail_status(cfg, status)))
+        return 0;
+    struct upstream_shared *sh = s->shared;
+    struct loop *loop = s->group->set->loop;
+    uint64_t now = loop_now_ms(loop);
+    uint64_t until = atomic_load_explicit(&sh->ejected_until_ms, memory_order_relaxed);
+    if (now < until)
+        return 0; /* already out: failures of requests still in flight prove nothing new */
+    uint32_t slot_ms = upstream_window_slot_ms(cfg->fail_window_ms);
+    upstream_window_add(&sh->fails, now, slot_ms);
+    if (upstream_window_sum(&sh->fails, now, slot_ms) < (uint32_t)cfg->max_fails)
+        return 0;
+    /* Ejected again soon after the last ejection ended: the server did not
+     * recover, so it stays out longer each time (up to the cap). */
+    uint64_t series_ms = (uint64_t)cfg->eject_time_ms * EJECT_MAX_FACTOR;
+    uint32_t level = 0;
+    if (until && now - until < series_ms) {
+        level = atomic_load_explicit(&sh->eject_level, memory_order_relaxed) + 1;
+        if (level > 8)
+            level = 8;
+    }
+    uint64_t ms = upstream_eject_duration_ms(cfg->eject_time_ms, level);
+    /* Workers race to eject: one wins, the others see it ejected. */
+    if (!atomic_compare_exchange_strong_explicit(&sh->ejected_until_ms, &until, now + ms,
+                                                 memory_order_relaxed, memory_order_relaxed))
+        return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    atomic_store_explicit(&sh->ejected_ms, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+                          memory_order_relaxed);
+    atomic_store_explicit(&sh->eject_level, level, memory_order_relaxed);
+    atomic_store_explicit(&sh->eject_cause, failure_cause, memory_order_relaxed);
+    atomic_store_explicit(&sh->eject_status, failure_cause ? 0 : status, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->ejections, 1, memory_order_relaxed);
+    atomic_store_explicit(&sh->ejected, true, memory_order_relaxed);
+    /* Back with a clean slate: old failures must not eject it again at once. */
+    upstream_window_clear(&sh->fails);
+    loop_timer_set(loop, &s->eject_timer, ms);
+    return ms;
+}
+
+/* The ejection this worker watches is over: log the server's return, once
+ * for all workers (an active check that ended it early logged it already). */
+static void eject_timer_fired(struct timer *t)
+{
+    struct upstream_server *s = container_of(t, struct upstream_server, eject_timer);
+    struct upstream_shared *sh = s->shared;
+    struct loop *loop = s->group->set->loop;
+    uint64_t left = upstream_shared_ejected_for(sh, loop_now_ms(loop));
+    if (left) {
+        loop_timer_set(loop, t, left); /* ejected again meanwhile */
+        return;
+    }
+    if (atomic_exchange_explicit(&sh->ejected, false, memory_order_relaxed))
+        log_warn("upstream server %s (upstream \"%s\") is back in rotation: its ejection "
+                 "ended; state=up cause=eject_time_elapsed ejections=%llu",
+                 s->cfg->addr.text, s->group->cfg->name,
+                 (unsigned long long)atomic_load_explicit(&sh->ejections, memory_order_relaxed));
+}
+
+/* ---- retry budget ---- */
+
+bool upstream_budget_allows(uint32_t requests, uint32_t retries, int budget_pct)
+{
+    uint64_t allowed = (uint64_t)requests * (uint64_t)budget_pct / 100;
+    if (allowed < UPSTREAM_RETRY_FLOOR)
+        allowed = UPSTREAM_RETRY_FLOOR;
+    return retries < allowed;
+}
+
+static const uint32_t budget_slot_ms = UPSTREAM_RETRY_WINDOW_MS / UPSTREAM_WINDOW_SLOTS;
+
+void upstream_count_request(struct upstream_group *g)
+{
+    upstream_window_add(&g->shared->requests, loop_now_ms(g->set->loop), budget_slot_ms);
+}
+
+bool upstream_retry_allowed(struct upstream_group *g)
+{
+    uint64_t now = loop_now_ms(g->set->loop);
+    return upstream_budget_allows(upstream_window_sum(&g->shared->requests, now, budget_slot_ms),
+                                  upstream_window_sum(&g->shared->retries, now, budget_slot_ms),
+                                  g->cfg->retry_budget_pct);
+}
+
+void upstream_count_retry(struct upstream_group *g)
+{
+    upstream_window_add(&g->shared->retries, loop_now_ms(g->set->loop), budget_slot_ms);
 }

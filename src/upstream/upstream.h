@@ -22,6 +22,26 @@
 struct upstream_server;
 struct server_stats; /* observe's shared counters; attached by the proxy */
 
+/* Counts over a sliding window, shared by every worker without a lock: the
+ * window is UPSTREAM_WINDOW_SLOTS slots of slot_ms each, a slot holding its
+ * count and the number of the period it counts ((now / slot_ms) << 24 |
+ * count, one atomic word: a slot of an older period is restarted, not
+ * added to). The sum covers the last UPSTREAM_WINDOW_SLOTS periods, the
+ * current one included, so it forgets in steps of slot_ms. Counts saturate
+ * at 2^24 - 1 per slot. Zeroed memory is an empty window. */
+#define UPSTREAM_WINDOW_SLOTS 10
+struct upstream_window {
+    _Atomic uint64_t slot[UPSTREAM_WINDOW_SLOTS];
+};
+/* The slot length for a window of window_ms (at least 1). */
+static inline uint32_t upstream_window_slot_ms(uint32_t window_ms)
+{
+    return window_ms >= UPSTREAM_WINDOW_SLOTS ? window_ms / UPSTREAM_WINDOW_SLOTS : 1;
+}
+void upstream_window_add(struct upstream_window *w, uint64_t now_ms, uint32_t slot_ms);
+uint32_t upstream_window_sum(struct upstream_window *w, uint64_t now_ms, uint32_t slot_ms);
+void upstream_window_clear(struct upstream_window *w);
+
 /* Per-server state shared by every worker and kept across reloads: one
  * record per (group name, server name as written in the config), created by
  * upstream_shared_get() when a set is built and never freed (as observe's
@@ -43,7 +63,20 @@ struct upstream_shared {
                                               change of up; 0: never changed */
     _Atomic int change_cause;              /* why up last changed: an enum cause of observe.h
                                               (upstream does not interpret it); 0: none */
-    struct upstream_shared *next;          /* registry list, append only */
+
+    /* Passive health (outlier ejection, upstream_report_attempt): the
+     * server is passed over while now < ejected_until_ms, as if down. */
+    struct upstream_window fails;      /* failed attempts in the group's fail_window */
+    _Atomic uint64_t ejected_until_ms; /* monotonic ms (loop_now_ms); 0: never ejected. Also
+                                          the end of the last ejection, for the back-off */
+    _Atomic uint32_t eject_level;      /* ejection n of a series lasts eject_time << n */
+    _Atomic bool ejected;              /* an ejection began and its end is not logged yet */
+    _Atomic uint64_t ejections;        /* ejections since start, for /metrics */
+    _Atomic int eject_cause;           /* enum cause of the failure that ejected it last;
+                                          0 when a response status did (eject_status) */
+    _Atomic int eject_status;          /* that status; 0 when a connection failure did */
+    _Atomic int64_t ejected_ms;        /* wall clock of the last ejection; 0: never */
+    struct upstream_shared *next;      /* registry list, append only */
 };
 
 /* The record for (group, server), created on first use (up, nothing in
@@ -60,6 +93,32 @@ void upstream_shared_set_up(struct upstream_shared *sh, bool up, int cause);
 /* Call cb for every record, in creation order, without a lock (records are
  * only ever appended). cb must not call upstream_shared_get. */
 void upstream_shared_foreach(void (*cb)(const struct upstream_shared *sh, void *arg), void *arg);
+
+/* An active health check passed: an ejection in force ends now (the fail
+ * count starts over). Any thread. Returns true when this call ended an
+ * ejection (the caller logs the server's return), false when the server was
+ * not ejected. */
+bool upstream_shared_passed(struct upstream_shared *sh);
+
+/* Milliseconds left of sh's ejection at monotonic now_ms (loop_now_ms or
+ * upstream_clock_ms), 0 when it is not ejected. */
+uint64_t upstream_shared_ejected_for(const struct upstream_shared *sh, uint64_t now_ms);
+
+/* The monotonic clock loop_now_ms() reads, for threads without a loop. */
+uint64_t upstream_clock_ms(void);
+
+/* Per-group state shared by every worker and kept across reloads (found by
+ * group name, never freed): the retry budget's counts. */
+struct upstream_group_shared {
+    const char *group;               /* owned by the record */
+    struct upstream_window requests; /* requests (first attempts) in the last 10 s */
+    struct upstream_window retries;  /* retries the budget let through in the last 10 s */
+    struct upstream_group_shared *next;
+};
+
+/* The record for a group, created on first use; NULL when out of memory or
+ * the registry is full. Takes a mutex: call it when building state. */
+struct upstream_group_shared *upstream_group_shared_get(const char *group);
 
 /* A connection to an upstream server. While a session uses it the session
  * sets io.on_event and owner; while pooled, the pool owns it. */
@@ -78,6 +137,7 @@ struct upstream_conn {
 
 struct upstream_server {
     const struct config_server *cfg;
+    struct timer eject_timer; /* logs the end of an ejection this worker began */
     struct upstream_group *group;
     size_t index;
     int current_weight;             /* smooth weighted round robin state */
@@ -114,6 +174,8 @@ struct upstream_group {
     _Atomic uint32_t *pending;
     struct timer wait_timer;     /* retries while slots are freed by other workers */
     struct deferred wait_wakeup; /* a slot was freed here: wake after the event batch */
+    struct upstream_group_shared *shared; /* all workers' budget counts (never NULL) */
+    struct upstream_group_shared own;     /* shared points here when the registry had no room */
 };
 
 struct upstream_set {
@@ -135,11 +197,62 @@ void upstream_set_leave(struct upstream_set *set);
 /* Pick a server for a request. hash is the request's key hash (for
  * BALANCE_HASH). tried marks servers already tried for this request (bit i
  * for server i, up to 64): they are skipped while untried ones remain.
- * Servers whose shared `up` is false are skipped while any server of the
- * group is up (all down: the pick ignores `up`, so requests still get an
+ * Servers whose shared `up` is false, or that are ejected (passive checks),
+ * are skipped while any server of the group is up and not ejected (all
+ * down: the pick ignores `up`, so requests still get an
  * answer from somewhere rather than a 503). least_conn compares the shared
  * in_flight, i.e. the exchanges of every worker. */
 struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, uint64_t tried);
+
+/* ---- passive health checks: outlier ejection ----
+ *
+ * Every attempt on a server reports how it ended. Failures are counted per
+ * server over the group's fail_window (shared by all workers); max_fails of
+ * them eject the server for eject_time: upstream_pick passes over it as if
+ * it were down. A server ejected again within 10 x eject_time of the end of
+ * its last ejection is ejected twice as long as the last time, up to
+ * 10 x eject_time; after a quiet spell that long it starts over at
+ * eject_time. It comes back when the time runs out (or an active check
+ * passes: upstream_shared_passed). Failures reported while it is ejected
+ * (stragglers in flight) are not counted. */
+
+/* The length of an ejection at level n (0: the first of a series). */
+uint64_t upstream_eject_duration_ms(uint32_t eject_time_ms, uint32_t level);
+
+/* An attempt on s ended. failure_cause: an enum cause of observe.h (not
+ * interpreted here) when the attempt failed in a way that is the server's
+ * doing (connect failure, reset, timeout), else 0. status: the final
+ * response status, 0 when none arrived. A status in the group's fail_status
+ * counts as a failure too; an attempt with neither (the client went away
+ * first) counts as nothing. Returns the length of the ejection this report
+ * began (the caller logs it: it knows the cause's name), 0 when it began
+ * none. With max_fails 0 nothing is counted. Worker thread of s's set. */
+uint64_t upstream_report_attempt(struct upstream_server *s, int failure_cause, int status);
+
+/* Whether s is ejected now (its worker's clock). */
+bool upstream_server_ejected(const struct upstream_server *s);
+
+/* ---- retry budget ----
+ *
+ * Retries of a group are at most retry_budget percent of its requests over
+ * the last 10 s (all workers together), plus a floor of
+ * UPSTREAM_RETRY_FLOOR retries per 10 s so that a quiet group can still
+ * retry. A retry after a connection that was refused or unroutable costs
+ * the budget nothing: the first attempt reached no server, so the retry
+ * adds no load (the proxy decides which retries it spends the budget on).
+ * Check, then count: two workers may both pass the check for the last
+ * retry, so the budget can be exceeded by at most one retry per worker. */
+#define UPSTREAM_RETRY_WINDOW_MS 10000
+#define UPSTREAM_RETRY_FLOOR 10
+
+/* A request of g makes its first attempt. */
+void upstream_count_request(struct upstream_group *g);
+/* Whether one more retry fits g's budget now (counts nothing). */
+bool upstream_retry_allowed(struct upstream_group *g);
+/* A retry is made on g (after upstream_retry_allowed said yes). */
+void upstream_count_retry(struct upstream_group *g);
+/* The rule alone: retries so far vs requests, for budget_pct. */
+bool upstream_budget_allows(uint32_t requests, uint32_t retries, int budget_pct);
 
 /* 64-bit FNV-1a hash of bytes, for hash keys. */
 uint64_t upstream_hash(const void *p, size_t n);

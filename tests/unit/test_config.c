@@ -316,6 +316,71 @@ static void test_listen_star_and_empty_host_mean_any_ipv4(void **state)
     config_unref(cfg);
 }
 
+static void test_passive_checks_and_retry_budget_defaults(void **state)
+{
+    struct config *cfg = load_ok(LISTEN "upstreams:\n"
+                                        "  app:\n"
+                                        "    servers: 127.0.0.1:9000\n" ROUTES);
+    const struct config_upstream *up = &cfg->upstreams[0];
+    assert_int_equal(up->max_fails, 5);
+    assert_int_equal(up->fail_window_ms, 10000);
+    assert_int_equal(up->eject_time_ms, 30000);
+    assert_int_equal(up->retry_budget_pct, 20);
+    for (int status = 100; status < 700; status++)
+        assert_false(config_fail_status(up, status));
+    assert_int_equal(cfg->max_connections, 0);
+    config_unref(cfg);
+}
+
+static void test_passive_checks_and_retry_budget_are_read(void **state)
+{
+    struct config *cfg = load_ok("max_connections: 1000\n" LISTEN "upstreams:\n"
+                                 "  app:\n"
+                                 "    servers: 127.0.0.1:9000\n"
+                                 "    max_fails: 0\n"
+                                 "    fail_window: 5s\n"
+                                 "    eject_time: 250ms\n"
+                                 "    fail_status: [500, 502, 599, 400]\n"
+                                 "    retry_budget: 35%\n" ROUTES);
+    const struct config_upstream *up = &cfg->upstreams[0];
+    assert_int_equal(up->max_fails, 0);
+    assert_int_equal(up->fail_window_ms, 5000);
+    assert_int_equal(up->eject_time_ms, 250);
+    assert_int_equal(up->retry_budget_pct, 35);
+    assert_true(config_fail_status(up, 500));
+    assert_true(config_fail_status(up, 502));
+    assert_true(config_fail_status(up, 599));
+    assert_true(config_fail_status(up, 400));
+    assert_false(config_fail_status(up, 501));
+    assert_false(config_fail_status(up, 200));
+    assert_int_equal(cfg->max_connections, 1000);
+    config_unref(cfg);
+}
+
+static void test_bad_passive_checks_and_retry_budget_are_refused(void **state)
+{
+    const char *head = LISTEN "upstreams:\n  app:\n    servers: 127.0.0.1:9000\n";
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml), "%s    fail_status: [200]\n" ROUTES, head);
+    assert_only_error(yaml, "bulwark.yaml:5:19: fail_status 200 out of range 400-599");
+    snprintf(yaml, sizeof(yaml), "%s    fail_status: 500\n" ROUTES, head);
+    assert_only_error(yaml, "bulwark.yaml:5:18: fail_status of upstream \"app\": expected a list "
+                            "of statuses (e.g. [500, 503]), got \"500\"");
+    snprintf(yaml, sizeof(yaml), "%s    retry_budget: 20\n" ROUTES, head);
+    assert_only_error(
+        yaml, "bulwark.yaml:5:19: bad retry_budget \"20\": expected a percentage such as 20%");
+    snprintf(yaml, sizeof(yaml), "%s    retry_budget: 120%%\n" ROUTES, head);
+    assert_only_error(yaml, "bulwark.yaml:5:19: bad retry_budget \"120%\": expected a whole "
+                            "percentage from 0% to 100%");
+    snprintf(yaml, sizeof(yaml), "%s    eject_time: 0\n" ROUTES, head);
+    assert_only_error(yaml, "bulwark.yaml:5:17: eject_time must be at least 1ms: 0 would expire "
+                            "at once");
+    snprintf(yaml, sizeof(yaml), "%s    max_fails: -1\n" ROUTES, head);
+    assert_only_error(yaml, "bulwark.yaml:5:16: max_fails -1 out of range 0-1000");
+    snprintf(yaml, sizeof(yaml), "max_connections: -5\n%s" ROUTES, head);
+    assert_only_error(yaml, "bulwark.yaml:1:18: max_connections -5 out of range 0-10000000");
+}
+
 static void test_keepalive_accepts_a_plain_number(void **state)
 {
     struct config *cfg = load_ok(LISTEN "upstreams:\n"
@@ -1600,6 +1665,9 @@ int main(void)
         cmocka_unit_test(test_route_max_body_defaults_to_client_max_body_size),
         cmocka_unit_test(test_listen_accepts_a_single_string),
         cmocka_unit_test(test_listen_star_and_empty_host_mean_any_ipv4),
+        cmocka_unit_test(test_passive_checks_and_retry_budget_defaults),
+        cmocka_unit_test(test_passive_checks_and_retry_budget_are_read),
+        cmocka_unit_test(test_bad_passive_checks_and_retry_budget_are_refused),
         cmocka_unit_test(test_keepalive_accepts_a_plain_number),
         cmocka_unit_test(test_keepalive_max_requests_zero_means_no_limit),
         cmocka_unit_test(test_keepalive_max_requests_out_of_range),

@@ -21,6 +21,7 @@ static struct retry_facts connect_refused(void)
         .attempts = 1,
         .retries = 2,
         .untried_left = true,
+        .budget_ok = true,
     };
 }
 
@@ -101,6 +102,28 @@ static void test_stale_pooled_connection_gets_one_free_retry(void **state)
     f = connect_refused();
     f.cause = CAUSE_HTTP_RESPONSE_TIMEOUT;
     f.reused_conn = true;
+    f.retries = 0;
+    assert_int_equal(attempt_retry_verdict(&f), RETRY_NO);
+}
+
+static void test_spent_retry_budget_stops_a_retry_but_not_the_free_one(void **state)
+{
+    (void)state;
+    struct retry_facts f = connect_refused();
+    f.cause = CAUSE_CONNECTION_TERMINATED;
+    f.request_sent = true;
+    f.budget_ok = false;
+    assert_int_equal(attempt_retry_verdict(&f), RETRY_NO_BUDGET);
+    /* the idle-close race of a pooled connection is not a retry the budget counts */
+    f.reused_conn = true;
+    assert_int_equal(attempt_retry_verdict(&f), RETRY_FREE);
+    /* the budget is asked last: a request that may not be resent is a plain no */
+    f = connect_refused();
+    f.budget_ok = false;
+    f.untried_left = false;
+    assert_int_equal(attempt_retry_verdict(&f), RETRY_NO);
+    f = connect_refused();
+    f.budget_ok = false;
     f.retries = 0;
     assert_int_equal(attempt_retry_verdict(&f), RETRY_NO);
 }
@@ -383,6 +406,7 @@ int main(void)
         cmocka_unit_test(test_sent_post_is_not_resent),
         cmocka_unit_test(test_body_no_longer_held_is_never_replayed),
         cmocka_unit_test(test_stale_pooled_connection_gets_one_free_retry),
+        cmocka_unit_test(test_spent_retry_budget_stops_a_retry_but_not_the_free_one),
         cmocka_unit_test(test_request_head_fits_exactly_or_not_at_all),
         cmocka_unit_test(test_connection_cannot_remove_host),
         cmocka_unit_test(test_http10_without_host_gets_one),

@@ -478,6 +478,153 @@ static void test_not_reusable_is_closed_whatever_the_hints(void **state)
     pool_stop(&f);
 }
 
+/* ---- sliding windows, passive ejection, retry budget ---- */
+
+static void test_window_counts_the_last_slots_and_forgets_in_steps(void **state)
+{
+    (void)state;
+    struct upstream_window w = {0};
+    /* 10 slots of 100 ms: a 1 s window */
+    for (int i = 0; i < 3; i++)
+        upstream_window_add(&w, 5000, 100);
+    upstream_window_add(&w, 5150, 100);
+    upstream_window_add(&w, 5950, 100);
+    assert_int_equal(upstream_window_sum(&w, 5950, 100), 5);
+    /* 5000..5099 is still in the window at 5999, gone at 6000 */
+    assert_int_equal(upstream_window_sum(&w, 5999, 100), 5);
+    assert_int_equal(upstream_window_sum(&w, 6000, 100), 2);
+    assert_int_equal(upstream_window_sum(&w, 6899, 100), 1);
+    assert_int_equal(upstream_window_sum(&w, 6900, 100), 0);
+    /* a slot reused a window later starts over instead of adding */
+    upstream_window_add(&w, 6000, 100);
+    assert_int_equal(upstream_window_sum(&w, 6000, 100), 3);
+    upstream_window_clear(&w);
+    assert_int_equal(upstream_window_sum(&w, 6000, 100), 0);
+    assert_int_equal(upstream_window_slot_ms(10000), 1000);
+    assert_int_equal(upstream_window_slot_ms(5), 1);
+}
+
+static void test_ejection_doubles_up_to_ten_times_eject_time(void **state)
+{
+    (void)state;
+    const uint64_t expected[] = {30000, 60000, 120000, 240000, 300000, 300000};
+    for (uint32_t level = 0; level < 6; level++)
+        assert_int_equal(upstream_eject_duration_ms(30000, level), expected[level]);
+    assert_int_equal(upstream_eject_duration_ms(30000, 40), 300000);
+}
+
+static void test_retry_budget_is_a_share_of_requests_with_a_floor(void **state)
+{
+    (void)state;
+    /* a quiet group may still retry UPSTREAM_RETRY_FLOOR times */
+    assert_true(upstream_budget_allows(0, 0, 20));
+    assert_true(upstream_budget_allows(3, UPSTREAM_RETRY_FLOOR - 1, 20));
+    assert_false(upstream_budget_allows(3, UPSTREAM_RETRY_FLOOR, 20));
+    /* a busy one 20% of its requests */
+    assert_true(upstream_budget_allows(1000, 199, 20));
+    assert_false(upstream_budget_allows(1000, 200, 20));
+    assert_false(upstream_budget_allows(1000, UPSTREAM_RETRY_FLOOR, 0));
+    assert_true(upstream_budget_allows(1000, 999, 100));
+}
+
+#define EJECT_GROUP(name, extra)                                                                   \
+    "listen: [\"127.0.0.1:1\"]\nupstreams:\n  " name ":\n    servers: [\"127.0.0.1:50\", "         \
+    "\"127.0.0.1:51\"]\n" extra "routes:\n  - upstream: " name "\n"
+
+static void test_max_fails_failures_eject_a_server_the_picks_pass_over(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    loop_update_time(loop);
+    struct upstream_set *set =
+        set_for(loop, EJECT_GROUP("ej1", "    max_fails: 3\n    eject_time: 10s\n"
+                                         "    fail_status: [503]\n"));
+    struct upstream_group *g = &set->groups[0];
+    struct upstream_server *bad = &g->servers[0];
+    struct upstream_shared *sh = bad->shared;
+    /* successes, statuses outside fail_status and attempts without an
+     * outcome count for nothing */
+    assert_int_equal(upstream_report_attempt(bad, 0, 200), 0);
+    assert_int_equal(upstream_report_attempt(bad, 0, 500), 0);
+    assert_int_equal(upstream_report_attempt(bad, 0, 0), 0);
+    assert_int_equal(upstream_report_attempt(bad, 1, 0), 0); /* a connection failure */
+    assert_int_equal(upstream_report_attempt(bad, 0, 503), 0);
+    assert_false(upstream_server_ejected(bad));
+    assert_int_equal(upstream_report_attempt(bad, 0, 503), 10000);
+    assert_true(upstream_server_ejected(bad));
+    assert_true(atomic_load(&sh->ejected));
+    assert_int_equal(atomic_load(&sh->ejections), 1);
+    assert_int_equal(atomic_load(&sh->eject_status), 503);
+    assert_int_equal(atomic_load(&sh->eject_cause), 0);
+    assert_true(timer_armed(&bad->eject_timer)); /* to log its return */
+    for (int i = 0; i < 10; i++)
+        assert_ptr_equal(upstream_pick(g, 0, 0), &g->servers[1]);
+    /* stragglers that fail while it is out prove nothing new */
+    assert_int_equal(upstream_report_attempt(bad, 5, 0), 0);
+    assert_int_equal(upstream_window_sum(&sh->fails, loop_now_ms(loop), 1000), 0);
+
+    /* its time runs out (as the clock would have it): back in rotation */
+    atomic_store(&sh->ejected_until_ms, loop_now_ms(loop));
+    assert_false(upstream_server_ejected(bad));
+    bool seen = false;
+    for (int i = 0; i < 4; i++)
+        seen |= upstream_pick(g, 0, 0) == bad;
+    assert_true(seen);
+    /* failing again right after: ejected twice as long */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(upstream_report_attempt(bad, 4, 0), 0);
+    assert_int_equal(upstream_report_attempt(bad, 4, 0), 20000);
+    assert_int_equal(atomic_load(&sh->eject_cause), 4);
+    assert_int_equal(atomic_load(&sh->eject_status), 0);
+    /* an active check that passes ends it at once, reported once */
+    assert_true(upstream_shared_passed(sh));
+    assert_false(upstream_server_ejected(bad));
+    assert_false(upstream_shared_passed(sh));
+    upstream_set_retire(set);
+    loop_free(loop);
+}
+
+static void test_max_fails_zero_never_ejects(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    loop_update_time(loop);
+    struct upstream_set *set = set_for(loop, EJECT_GROUP("ej2", "    max_fails: 0\n"));
+    struct upstream_server *s = &set->groups[0].servers[0];
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(upstream_report_attempt(s, 1, 0), 0);
+    assert_false(upstream_server_ejected(s));
+    upstream_set_retire(set);
+    loop_free(loop);
+}
+
+static void test_retry_budget_is_shared_by_the_workers_of_a_group(void **state)
+{
+    (void)state;
+    const char *yaml = EJECT_GROUP("budget", "    retry_budget: 50%\n");
+    struct loop *l1 = loop_new(), *l2 = loop_new();
+    loop_update_time(l1);
+    loop_update_time(l2);
+    struct upstream_set *w1 = set_for(l1, yaml), *w2 = set_for(l2, yaml);
+    struct upstream_group *g1 = &w1->groups[0], *g2 = &w2->groups[0];
+    assert_ptr_equal(g1->shared, g2->shared);
+    for (int i = 0; i < 20; i++)
+        upstream_count_request(i % 2 ? g1 : g2);
+    int made = 0;
+    while (upstream_retry_allowed(made % 2 ? g1 : g2) && made < 100) {
+        upstream_count_retry(made % 2 ? g1 : g2);
+        made++;
+    }
+    assert_int_equal(made, 10); /* 50% of 20, the floor being 10 too */
+    for (int i = 0; i < 20; i++)
+        upstream_count_request(g1);
+    assert_true(upstream_retry_allowed(g2)); /* 50% of 40 now */
+    upstream_set_retire(w1);
+    upstream_set_retire(w2);
+    loop_free(l1);
+    loop_free(l2);
+}
+
 int main(void)
 {
     config_set_dns(false);
@@ -500,6 +647,12 @@ int main(void)
         cmocka_unit_test(test_smallest_request_limit_wins),
         cmocka_unit_test(test_keep_alive_timeout_hint_shortens_the_idle_timer),
         cmocka_unit_test(test_not_reusable_is_closed_whatever_the_hints),
+        cmocka_unit_test(test_window_counts_the_last_slots_and_forgets_in_steps),
+        cmocka_unit_test(test_ejection_doubles_up_to_ten_times_eject_time),
+        cmocka_unit_test(test_retry_budget_is_a_share_of_requests_with_a_floor),
+        cmocka_unit_test(test_max_fails_failures_eject_a_server_the_picks_pass_over),
+        cmocka_unit_test(test_max_fails_zero_never_ejects),
+        cmocka_unit_test(test_retry_budget_is_shared_by_the_workers_of_a_group),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
