@@ -182,10 +182,7 @@ static int step(struct http_chunked *d, unsigned char c)
     return -1;
 }
 
-/* The decoder and the scanner share this loop; out is NULL when scanning
- * (the bytes stay where they are, *len becomes the data byte count). */
-static ssize_t chunked_run(struct http_chunked *d, char *out_buf, const char *buf, size_t *len,
-                           enum http_error *err)
+ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len, enum http_error *err)
 {
     size_t in = 0, out = 0, n = *len;
     *err = HTTP_OK;
@@ -199,8 +196,8 @@ static ssize_t chunked_run(struct http_chunked *d, char *out_buf, const char *bu
             size_t take = n - in;
             if (d->bytes_left < take)
                 take = (size_t)d->bytes_left;
-            if (out_buf && out != in)
-                memmove(out_buf + out, buf + in, take);
+            if (out != in)
+                memmove(buf + out, buf + in, take);
             out += take;
             in += take;
             d->bytes_left -= take;
@@ -236,20 +233,6 @@ static ssize_t chunked_run(struct http_chunked *d, char *out_buf, const char *bu
     }
     *len = out;
     return HTTP_INCOMPLETE;
-}
-
-ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len, enum http_error *err)
-{
-    return chunked_run(d, buf, buf, len, err);
-}
-
-ssize_t http_chunked_scan(struct http_chunked *d, const char *buf, size_t len, uint64_t *data_bytes,
-                          enum http_error *err)
-{
-    size_t n = len;
-    ssize_t rc = chunked_run(d, NULL, buf, &n, err);
-    *data_bytes = n;
-    return rc;
 }
 
 size_t http_chunk_header(char *out, uint64_t n)

@@ -209,14 +209,6 @@ void http_chunked_init(struct http_chunked *d);
  * http_chunked_init starts the next one. */
 ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len, enum http_error *err);
 
-/* Validate buf[0..len) as the next bytes of a chunked body without changing
- * them, for forwarding the framing exactly as received (a replay then sends
- * the same bytes as the first attempt). Same return values as
- * http_chunked_decode; *data_bytes is the number of chunk-data bytes among
- * the consumed ones. On -2, nothing of buf may be forwarded. */
-ssize_t http_chunked_scan(struct http_chunked *d, const char *buf, size_t len, uint64_t *data_bytes,
-                          enum http_error *err);
-
 /* Write a chunk-size line "<hex>\r\n" for a chunk of n bytes into out (at
  * least 19 bytes). Returns its length. */
 size_t http_chunk_header(char *out, uint64_t n);

@@ -6,17 +6,18 @@
  * byte for byte, on a retry. */
 #include "proxy/proxy_internal.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <string.h>
 
 int outq_flush(struct transport *t, struct outq *q, bool *wrote)
 {
     while (!outq_empty(q)) {
-        struct iovec iov[3];
+        struct iovec iov[4];
         int n = 0;
         if (buf_len(&q->gen))
             iov[n++] = (struct iovec){buf_head(&q->gen), buf_len(&q->gen)};
+        if (q->pre_off < q->pre_len)
+            iov[n++] = (struct iovec){q->pre + q->pre_off, (size_t)(q->pre_len - q->pre_off)};
         if (q->data_len)
             iov[n++] = (struct iovec){(void *)q->data, q->data_len};
         if (q->post_off < q->post_len)
@@ -43,6 +44,12 @@ int outq_flush(struct transport *t, struct outq *q, bool *wrote)
             buf_consume(&q->gen, k);
             left -= k;
         }
+        size_t pre = (size_t)(q->pre_len - q->pre_off);
+        if (pre && left) {
+            size_t k = left < pre ? left : pre;
+            q->pre_off += (uint8_t)k;
+            left -= k;
+        }
         if (q->data_len && left) {
             size_t k = left < q->data_len ? left : q->data_len;
             q->data += k;
@@ -51,18 +58,20 @@ int outq_flush(struct transport *t, struct outq *q, bool *wrote)
         }
         if (left)
             q->post_off += (uint8_t)left;
-        if (q->data_len == 0 && q->post_off == q->post_len && buf_len(&q->gen) == 0 &&
-            q->src_consume) {
+        if (q->data_len == 0 && q->post_off == q->post_len && q->pre_off == q->pre_len &&
+            buf_len(&q->gen) == 0 && q->src_consume) {
             buf_consume(q->src, q->src_consume);
             q->src_consume = 0;
         }
     }
+    q->pre_len = q->pre_off = 0;
     q->post_len = q->post_off = 0;
     return 1;
 }
 
 void outq_drop_body(struct outq *q)
 {
+    q->pre_len = q->pre_off = 0;
     q->data = NULL;
     q->data_len = 0;
     q->src_consume = 0;
@@ -75,17 +84,6 @@ int body_prepare(struct body *b, struct buf *src, bool src_eof, struct outq *q,
     size_t avail = buf_len(src);
     size_t data_len = 0, consume = 0;
     uint64_t data_bytes = 0;
-    if (b->coding == BODY_RECHUNK) {
-        /* room for a chunk-size line behind what gen holds (a head) */
-        if (buf_acquire(&q->gen) < 0) {
-            *err = HTTP_OK;
-            return -1;
-        }
-        if (buf_room(&q->gen) < 24)
-            buf_compact(&q->gen);
-        if (buf_room(&q->gen) < 24)
-            return 0; /* flush first, then queue */
-    }
     switch (b->framing) {
     case HTTP_FRAMING_NONE:
         b->done = true;
@@ -105,40 +103,38 @@ int body_prepare(struct body *b, struct buf *src, bool src_eof, struct outq *q,
     case HTTP_FRAMING_CHUNKED: {
         if (!avail)
             break;
-        ssize_t rc;
-        if (b->coding == BODY_RAW) {
-            /* validated, then forwarded with its framing as received */
-            rc = http_chunked_scan(&b->chunked, buf_head(src), avail, &data_bytes, err);
-            if (rc == -2)
+        char *data = buf_head(src);
+        if (b->stage) {
+            /* q holds no body: the stage is free for this piece */
+            if (buf_acquire(b->stage) < 0) {
+                *err = HTTP_OK;
                 return -1;
-            consume = rc > 0 ? (size_t)rc : avail;
-            data_len = consume;
-        } else {
-            size_t len = avail;
-            rc = http_chunked_decode(&b->chunked, buf_head(src), &len, err);
-            if (rc == -2)
-                return -1;
-            data_len = len;
-            data_bytes = len;
-            consume = rc > 0 ? (size_t)rc : avail;
+            }
+            b->stage->start = b->stage->end = 0;
+            memcpy(b->stage->data, data, avail);
+            data = b->stage->data;
         }
+        size_t len = avail;
+        ssize_t rc = http_chunked_decode(&b->chunked, data, &len, err);
+        if (rc == -2)
+            return -1;
+        data_len = len;
+        data_bytes = len;
+        consume = rc > 0 ? (size_t)rc : avail;
         b->done = rc > 0;
         break;
     }
     }
     b->bytes += data_bytes;
-    q->data = buf_head(src);
+    q->data = b->framing == HTTP_FRAMING_CHUNKED && b->stage ? b->stage->data : buf_head(src);
     q->data_len = data_len;
     q->src = src;
     q->src_consume = consume;
+    q->pre_len = q->pre_off = 0;
     q->post_len = q->post_off = 0;
     if (b->coding == BODY_RECHUNK) {
         if (data_len) {
-            char line[24];
-            size_t n = http_chunk_header(line, data_len);
-            bool fits = buf_append(&q->gen, line, n);
-            assert(fits); /* room was checked above */
-            (void)fits;
+            q->pre_len = (uint8_t)http_chunk_header(q->pre, data_len);
             memcpy(q->post, "\r\n", 2);
             q->post_len = 2;
         }

@@ -46,6 +46,7 @@ struct request *request_new(struct session *s)
 void request_free(struct worker *w, struct request *r)
 {
     buf_release(&r->up_out.gen);
+    buf_release(&r->req_stage);
     buf_release(&r->up_in);
     buf_release(&r->cl_out.gen);
     if (w->num_free_requests < REQUEST_FREE_RESERVE) {
@@ -264,6 +265,12 @@ void request_start(struct session *s, struct request *r, const struct http_reque
     r->req_body.framing = hr->framing;
     r->req_body.left = hr->content_length;
     r->req_body.coding = BODY_RAW;
+    if (hr->framing == HTTP_FRAMING_CHUNKED) {
+        /* RFC 9112 7.1: the next hop gets framing we wrote (CRLF only, no
+         * extensions, no trailer fields), never the client's as received. */
+        r->req_body.coding = BODY_RECHUNK;
+        r->req_body.stage = &r->req_stage;
+    }
     r->req_body.done = hr->framing == HTTP_FRAMING_NONE ||
                        (hr->framing == HTTP_FRAMING_LENGTH && hr->content_length == 0);
     if (hr->framing == HTTP_FRAMING_CHUNKED)

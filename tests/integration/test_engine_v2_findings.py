@@ -1,7 +1,8 @@
 """Bugs found in request engine v2 by attacking the binary (see test_engine_v2.py for
 the old engine's bugs). Each test here describes the wanted behaviour and is marked
-xfail(strict=True) while the bug is open: when the engine is fixed the test passes,
-strict xfail turns that into a failure, and the marker must be removed.
+fixed: chunked request bodies are decoded and re-framed by bulwark (CRLF only, no
+extensions, no trailer fields), as the old engine did, while a retry still sends the
+same data.
 
 These tests pass against the old engine (BULWARK_BIN=/work/wt-old/bulwark): they are
 regressions of engine v2.
@@ -13,10 +14,6 @@ import pytest
 from conftest import simple_config
 from origins import client, read_response
 from origins.faulty import record
-
-OPEN_BUG = pytest.mark.xfail(
-    strict=True, reason="engine v2 forwards the client's chunked framing as received "
-    "(bare LF line ends, trailer fields); the old engine re-encoded it")
 
 
 def crlf_only_chunked_origin(log):
@@ -50,7 +47,6 @@ def crlf_only_chunked_origin(log):
     return handler
 
 
-@OPEN_BUG
 def test_bare_lf_in_a_chunked_request_body_cannot_smuggle_a_request(bulwark, origin):
     """bulwark accepts a bare LF ending a chunk-size line (RFC 9112 2.2 allows it) and
     forwards the framing as received; a backend that ends lines only at CRLF reads
@@ -76,7 +72,6 @@ def test_bare_lf_in_a_chunked_request_body_cannot_smuggle_a_request(bulwark, ori
         assert log[0][2] == b"XX" + smuggled, log
 
 
-@OPEN_BUG
 def test_request_trailer_fields_are_not_forwarded(bulwark, origin):
     """src/http/chunked.c says trailer fields are dropped; engine v2 forwards the
     client's trailer section (here a second Host) to the upstream as received."""
