@@ -32,6 +32,8 @@ struct config_server {
                                 resolve (a warning, not an error: requests to it fail
                                 with dns_error). addr.text is set either way. */
     int weight;              /* 1..1000, default 1 */
+    bool backup;             /* from the group's backup list: used only while every
+                                primary is down (they follow the primaries in servers) */
 };
 
 /* A custom error page: the whole file, read at load (at most
@@ -49,6 +51,25 @@ enum log_format { LOG_FORMAT_COMBINED = 0, LOG_FORMAT_JSON };
 /* Statuses fail_status may name: error responses only. */
 #define CONFIG_STATUS_MIN 400
 #define CONFIG_STATUS_MAX 599
+enum health_mode { HEALTH_HTTP = 0, HEALTH_TCP };
+
+/* Most expect_status entries: a handful of codes is all a check needs. */
+#define CONFIG_MAX_EXPECT_STATUS 16
+
+/* upstreams.<g>.health: active checks, run once per process for all workers
+ * (README, "Health checks"). Absent: enabled is false and nothing checks. */
+struct config_health {
+    bool enabled;
+    enum health_mode mode; /* default http: GET path; tcp: connect only */
+    char *path;            /* default "/"; printable ASCII, starts with "/" */
+    char *host;            /* Host value; NULL: the server as written ("host:port") */
+    uint32_t interval_ms;  /* default 5s, from the end of one check to the next */
+    uint32_t timeout_ms;   /* default 2s, for the connect and again for the response */
+    int fails;             /* default 3 consecutive failures: down */
+    int passes;            /* default 2 consecutive passes: up again */
+    int expect_status[CONFIG_MAX_EXPECT_STATUS];
+    size_t num_expect_status; /* 0: any 2xx passes */
+};
 
 struct config_upstream {
     char *name;
@@ -80,7 +101,11 @@ struct config_upstream {
      * with config_fail_status(). */
     uint64_t fail_status[(CONFIG_STATUS_MAX - CONFIG_STATUS_MIN + 64) / 64];
     int retry_budget_pct; /* retries at most this % of requests over 10 s; default 20 */
-    int line, column;     /* where it was defined, for messages */
+    struct config_health health;        /* active checks; health.enabled false: none */
+    uint32_t slow_start_ms;             /* a server back up ramps its weight over this; 0: off */
+    size_t num_backup;                  /* the last num_backup of servers are backups */
+    bool panic_mode;                    /* all down: pick among all servers anyway, not 503 */
+    int line, column;                   /* where it was defined, for messages */
 };
 
 struct config_route {

@@ -12,7 +12,8 @@
 
 #include "config/config.h"
 
-/* The most keys any one mapping in the schema knows (an upstream group has 13). */
+/* The most keys any one mapping in the schema knows (an upstream group has
+ * the most: 20 once health, ejection and queue keys are in). */
 #define CFG_MAX_KEYS 32
 
 struct cfg_pending_error {
@@ -114,6 +115,9 @@ bool cfg_get_server_addr(struct cfg_ctx *ctx, const yaml_node_t *n, const char *
 /* Sections, each in its own file. */
 void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n);
 void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n);
+/* upstreams.<g>.health into up->health (src/config/health.c). */
+void cfg_load_health(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
+                     const yaml_node_t *n);
 
 /* Frees everything a (possibly half-built) config owns, and the config. */
 void cfg_free(struct config *cfg);

@@ -645,6 +645,8 @@ void cfg_free(struct config *cfg)
         free(up->servers);
         free(up->name);
         free(up->hash_header);
+        free(up->health.path);
+        free(up->health.host);
     }
     free(cfg->upstreams);
     for (size_t i = 0; i < cfg->num_routes; i++) {

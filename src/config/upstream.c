@@ -1,5 +1,6 @@
 /* The upstreams section: named groups of servers and how to use them. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config/config_internal.h"
@@ -21,6 +22,10 @@ enum upstream_key {
     UP_EJECT_TIME,
     UP_FAIL_STATUS,
     UP_RETRY_BUDGET,
+    UP_HEALTH,
+    UP_SLOW_START,
+    UP_BACKUP,
+    UP_PANIC_MODE,
     NUM_UP_KEYS
 };
 
@@ -42,6 +47,10 @@ static const char *const upstream_keys[NUM_UP_KEYS] = {
     [UP_EJECT_TIME] = "eject_time",
     [UP_FAIL_STATUS] = "fail_status",
     [UP_RETRY_BUDGET] = "retry_budget",
+    [UP_HEALTH] = "health",
+    [UP_SLOW_START] = "slow_start",
+    [UP_BACKUP] = "backup",
+    [UP_PANIC_MODE] = "panic_mode",
 };
 /* clang-format on */
 
@@ -68,8 +77,8 @@ static bool is_token(const char *s)
     return true;
 }
 
-static void load_server(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
-                        const yaml_node_t *item)
+static void load_server(struct cfg_ctx *ctx, struct config_upstream *up, const char *list,
+                        const char *where, const yaml_node_t *item)
 {
     static const char *const keys[] = {"address", "weight"};
     struct config_server *srv = &up->servers[up->num_servers];
@@ -80,7 +89,8 @@ static void load_server(struct cfg_ctx *ctx, struct config_upstream *up, const c
 
     if (item->type == YAML_MAPPING_NODE) {
         yaml_node_t *v[2];
-        snprintf(what, sizeof(what), "server of %s", where);
+        snprintf(what, sizeof(what), "%s of %s",
+                 strcmp(list, "backup") == 0 ? "backup server" : "server", where);
         cfg_fields(ctx, item, what, keys, 2, v);
         if (!v[0]) {
             cfg_error(ctx, item, "missing required key \"address\" in %s", what);
@@ -89,7 +99,7 @@ static void load_server(struct cfg_ctx *ctx, struct config_upstream *up, const c
         address = v[0];
         weight_ok = cfg_get_int(ctx, v[1], "weight", 1, 1000, &weight);
     }
-    snprintf(what, sizeof(what), "servers of %s", where);
+    snprintf(what, sizeof(what), "%s of %s", list, where);
     if (!cfg_get_server_addr(ctx, address, what, &srv->addr) || !weight_ok)
         return;
     srv->name = cfg_strdup(ctx, (const char *)address->data.scalar.value);
@@ -124,7 +134,55 @@ static void load_servers(struct cfg_ctx *ctx, struct config_upstream *up, const 
     if (!up->servers)
         return;
     for (size_t i = 0; i < count; i++)
-        load_server(ctx, up, where, single ? n : cfg_node(ctx, items[i]));
+        load_server(ctx, up, "servers", where, single ? n : cfg_node(ctx, items[i]));
+}
+
+/* backup: more servers, appended after the primaries and marked. */
+static void load_backups(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
+                         const yaml_node_t *n)
+{
+    yaml_node_item_t *items = NULL;
+    size_t count = 1;
+
+    if (n->type == YAML_SEQUENCE_NODE) {
+        items = n->data.sequence.items.start;
+        count = (size_t)(n->data.sequence.items.top - items);
+    } else if (n->type != YAML_SCALAR_NODE || cfg_node_is_null(n)) {
+        cfg_error(ctx, n, "backup of %s: expected a list of addresses, got %s", where,
+                  cfg_describe(n).s);
+        return;
+    }
+    struct config_server *all = realloc(up->servers, (up->num_servers + count) * sizeof(*all));
+    if (!all) {
+        ctx->out_of_memory = true;
+        return;
+    }
+    memset(all + up->num_servers, 0, count * sizeof(*all));
+    up->servers = all;
+    for (size_t i = 0; i < count; i++) {
+        const yaml_node_t *item = items ? cfg_node(ctx, items[i]) : n;
+        size_t primaries = up->num_servers - up->num_backup;
+        load_server(ctx, up, "backup", where, item);
+        if (up->num_servers == primaries + up->num_backup)
+            continue; /* refused, reported */
+        struct config_server *b = &up->servers[up->num_servers - 1];
+        for (size_t j = 0; j < primaries; j++) {
+            if (strcmp(up->servers[j].name, b->name) == 0) {
+                /* One name is one shared state: it cannot be down as a
+                 * primary and up as a backup. */
+                cfg_error(ctx, item, "backup %s of %s is also one of its servers",
+                          cfg_quote(b->name).s, where);
+                free(b->name);
+                up->num_servers--;
+                b = NULL;
+                break;
+            }
+        }
+        if (b) {
+            b->backup = true;
+            up->num_backup++;
+        }
+    }
 }
 
 static void load_balance(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
@@ -277,6 +335,12 @@ static void load_upstream(struct cfg_ctx *ctx, struct config_upstream *up, const
         load_fail_status(ctx, up, where, v[UP_FAIL_STATUS]);
     if (v[UP_RETRY_BUDGET])
         load_retry_budget(ctx, up, v[UP_RETRY_BUDGET]);
+    if (v[UP_HEALTH])
+        cfg_load_health(ctx, up, where, v[UP_HEALTH]);
+    cfg_get_duration(ctx, v[UP_SLOW_START], "slow_start", &up->slow_start_ms);
+    if (v[UP_BACKUP])
+        load_backups(ctx, up, where, v[UP_BACKUP]);
+    cfg_get_bool(ctx, v[UP_PANIC_MODE], "panic_mode", &up->panic_mode);
 }
 
 void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n)

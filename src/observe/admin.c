@@ -26,9 +26,30 @@
 
 /* ---- /status ---- */
 
-static const char *state_of(const struct server_stats *st)
+/* down: marked down (health checks), the balancers pass it over; failing:
+ * up, but its last attempts failed; up. */
+static const char *state_of(const struct server_stats *st, const struct upstream_shared *sh)
 {
+    if (sh && !atomic_load_explicit(&sh->up, memory_order_relaxed))
+        return "down";
+    if (sh && upstream_shared_ejected_for(sh, upstream_clock_ms()))
+        return "ejected"; /* passive checks */
     return atomic_load_explicit(&st->consecutive_failures, memory_order_relaxed) ? "failing" : "up";
+}
+
+/* Why up last changed: an RFC 9209 type, "status 503" when a health check
+ * got a status it does not expect, or NULL. */
+static const char *change_cause_text(const struct upstream_shared *sh, char *out, size_t cap)
+{
+    int status = atomic_load_explicit(&sh->change_status, memory_order_relaxed);
+    int cause = atomic_load_explicit(&sh->change_cause, memory_order_relaxed);
+    if (status) {
+        snprintf(out, cap, "status %d", status);
+        return out;
+    }
+    if (cause > 0 && cause < CAUSE__COUNT)
+        return cause_get((enum cause)cause)->proxy_status;
+    return NULL;
 }
 
 static void json_ms_or_null(struct obuf *b, int64_t ms)
@@ -82,20 +103,22 @@ static void status_ejection(struct obuf *b, const struct config_upstream *ucfg, 
 /* ,"balancer":{...}: the state all workers' balancers share for the server
  * (upstream_shared): whether it is up (down servers are passed over), the
  * exchanges in flight on it from every worker, and the last change of up. */
-static void status_balancer(struct obuf *b, const char *group, const char *server)
+static void status_balancer(struct obuf *b, const struct upstream_shared *sh)
 {
-    struct upstream_shared *sh = upstream_shared_get(group, server);
     if (!sh)
         return;
     bool up = atomic_load_explicit(&sh->up, memory_order_acquire);
-    int cause = atomic_load_explicit(&sh->change_cause, memory_order_relaxed);
+    char text[32];
+    const char *cause = change_cause_text(sh, text, sizeof(text));
     obuf_printf(b, ",\"balancer\":{\"up\":%s,\"in_flight\":%u,\"consecutive_failures\":%u,",
                 up ? "true" : "false", atomic_load_explicit(&sh->in_flight, memory_order_relaxed),
                 atomic_load_explicit(&sh->consecutive_failures, memory_order_relaxed));
-    obuf_puts(b, "\"changed\":");
+    obuf_printf(b, "\"consecutive_passes\":%u,\"health_checked\":%s,\"changed\":",
+                atomic_load_explicit(&sh->consecutive_passes, memory_order_relaxed),
+                atomic_load_explicit(&sh->checked, memory_order_relaxed) ? "true" : "false");
     json_time(b, atomic_load_explicit(&sh->changed_ms, memory_order_relaxed));
-    if (cause > 0 && cause < CAUSE__COUNT)
-        obuf_printf(b, ",\"change_cause\":\"%s\"}", cause_get((enum cause)cause)->proxy_status);
+    if (cause)
+        obuf_printf(b, ",\"change_cause\":\"%s\"}", cause);
     else
         obuf_puts(b, ",\"change_cause\":null}");
 }
@@ -113,14 +136,16 @@ static void status_server(struct obuf *b, const struct config_upstream *up,
     uint64_t n = atomic_load_explicit(&st->attempts, memory_order_relaxed);
     *attempts += n;
     *failures += fails;
+    struct upstream_shared *sh = upstream_shared_get(group, srv->name);
     obuf_puts(b, "{\"server\":");
     obuf_json_str(b, srv->name, strlen(srv->name));
-    status_balancer(b, group, srv->name);
+    status_balancer(b, sh);
     status_ejection(b, up, srv->name);
     obuf_printf(b,
-                ",\"resolved\":%s,\"state\":\"%s\",\"in_flight\":%lld,\"attempts\":%llu,"
+                ",\"backup\":%s,\"resolved\":%s,\"state\":\"%s\",\"in_flight\":%lld,"
+                "\"attempts\":%llu,"
                 "\"failures\":%llu,\"consecutive_failures\":%u,\"failures_by_cause\":{",
-                srv->addr.len ? "true" : "false", state_of(st),
+                srv->backup ? "true" : "false", srv->addr.len ? "true" : "false", state_of(st, sh),
                 (long long)atomic_load_explicit(&st->in_flight, memory_order_relaxed),
                 (unsigned long long)n, (unsigned long long)fails,
                 atomic_load_explicit(&st->consecutive_failures, memory_order_relaxed));
@@ -191,7 +216,7 @@ void observe_status_json(struct obuf *b)
             obuf_puts(b, j ? ",\n  " : "\n  ");
             status_server(b, up, &up->servers[j], &attempts, &failures);
             struct server_stats *st = observe_server(up->name, up->servers[j].name);
-            if (!atomic_load_explicit(&st->consecutive_failures, memory_order_relaxed))
+            if (strcmp(state_of(st, upstream_shared_get(up->name, up->servers[j].name)), "up") == 0)
                 up_count++;
         }
         obuf_printf(b, "],\"servers_up\":%zu,\"servers_total\":%zu}", up_count, up->num_servers);
@@ -304,12 +329,20 @@ void observe_status_table(struct obuf *b)
                          cause_get(le.cause)->proxy_status, when, le.err ? " (" : "",
                          le.err ? strerror(le.err) : "", le.err ? ")" : "", le.rid);
             }
-            const char *state = state_of(st);
-            struct upstream_shared *sh = upstream_shared_get(up->name, up->servers[j].name);
-            if (sh && upstream_shared_ejected_for(sh, upstream_clock_ms()))
-                state = "ejected";
+            const struct upstream_shared *sh = upstream_shared_get(up->name, up->servers[j].name);
+            char state[80], why[32];
+            const char *cause = sh ? change_cause_text(sh, why, sizeof(why)) : NULL;
+            const char *now_state = state_of(st, sh);
+            /* "down (status 503)", "up backup": why it is down, and which
+             * servers only serve while every primary is down. */
+            if (strcmp(now_state, "down") == 0 && cause)
+                snprintf(state, sizeof(state), "down (%s)%s", cause,
+                         up->servers[j].backup ? " backup" : "");
+            else
+                snprintf(state, sizeof(state), "%s%s", now_state,
+                         up->servers[j].backup ? " backup" : "");
             if (!up->servers[j].addr.len)
-                state = "unresolved";
+                snprintf(state, sizeof(state), "unresolved");
             const char *row[TABLE_COLS] = {
                 j ? "" : up->name, up->servers[j].name, state, inflight, att, fail, last};
             table_row(t, row);

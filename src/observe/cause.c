@@ -58,9 +58,11 @@ static const struct cause_info causes[CAUSE__COUNT] = {
         {502, "http_response_header_section_size",
          "The upstream's response header section is larger than the limit.",
          "Reduce the headers the backend sends (large cookies?) or raise client.max_header_size."},
-    [CAUSE_DESTINATION_UNAVAILABLE] = {503, "destination_unavailable",
-                                       "No server of the upstream group is available.",
-                                       "Bring at least one server of the group back."},
+    [CAUSE_DESTINATION_UNAVAILABLE] =
+        {503, "destination_unavailable",
+         "All servers of the upstream group are down (marked by their health checks), so no "
+         "connection was attempted.",
+         "Bring at least one server of the group back: the error log says why each went down."},
     [CAUSE_CONNECTION_LIMIT_REACHED] =
         {503, "connection_limit_reached", "The upstream group is at its connection limit.",
          "The backend is overloaded: add capacity or lower the traffic."},

@@ -437,6 +437,28 @@ static void write_protection(struct obuf *b)
                 (unsigned long long)observe_client_refused_total());
 }
 
+/* 1 while the balancers may pick the server, 0 while it is marked down
+ * (health checks): the servers of the running config, backups included. */
+static void write_server_up(struct obuf *b)
+{
+    struct config *cfg = observe_current_config();
+    obuf_puts(b, "# HELP bulwark_upstream_server_up Whether the server is up (1) or marked down "
+                 "by its health checks (0).\n"
+                 "# TYPE bulwark_upstream_server_up gauge\n");
+    for (size_t i = 0; cfg && i < cfg->num_upstreams; i++) {
+        const struct config_upstream *up = &cfg->upstreams[i];
+        for (size_t j = 0; j < up->num_servers; j++) {
+            const struct upstream_shared *sh = upstream_shared_get(up->name, up->servers[j].name);
+            bool is_up = !sh || atomic_load_explicit(&sh->up, RELAXED);
+            obuf_puts(b, "bulwark_upstream_server_up{");
+            label(b, "group", up->name, true);
+            label(b, "server", up->servers[j].name, false);
+            obuf_printf(b, "} %d\n", is_up ? 1 : 0);
+        }
+    }
+    config_unref(cfg);
+}
+
 void observe_metrics_write(struct obuf *b)
 {
     obuf_puts(b, "# HELP bulwark_requests_total Requests answered, by route, status class and "
@@ -487,6 +509,7 @@ void observe_metrics_write(struct obuf *b)
     write_retries(b);
     write_queue(b);
     write_protection(b);
+    write_server_up(b);
 
     obuf_puts(b, "# HELP bulwark_upstream_header_seconds Time from the start of an attempt to "
                  "the upstream's response header.\n"

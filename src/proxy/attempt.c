@@ -299,9 +299,13 @@ void attempt_start(struct request *r)
                 request_queue(r, r->requeue_front);
                 return;
             }
-            if (r->attempts == 0)
+            if (r->attempts == 0) {
+                log_error("no server of upstream \"%s\" is up: all %zu servers are "
+                          "down, answered 503 without a connect attempt; "
+                          "cause=destination_unavailable client=%s rid=%s",
+                          r->group->cfg->name, r->group->num_servers, s->ip, r->rid);
                 request_fail(r, CAUSE_DESTINATION_UNAVAILABLE, 0);
-            else
+            } else
                 request_fail(r, a->last_cause, a->last_err);
             return;
         }

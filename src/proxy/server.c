@@ -29,6 +29,7 @@ struct server {
     struct io finished; /* eventfd: a worker thread ended */
     struct timer shutdown_deadline;
     bool draining;
+    struct upstream_health *health; /* active checks, on this loop; NULL: none */
 };
 
 /* Open a listening socket. SO_REUSEPORT gives each worker its own socket
@@ -476,6 +477,8 @@ static void reload(struct server *srv)
         log_warn("%s", cfg->warnings[i]);
     observe_configure(cfg);
     observe_probe_config(cfg, true);
+    if (srv->health)
+        upstream_health_reload(srv->health, cfg);
     for (int i = 0; i < srv->num_workers; i++) {
         struct config *old = atomic_exchange(&srv->workers[i]->pending, config_ref(cfg));
         if (old)
@@ -556,6 +559,17 @@ static void on_sigquit(struct signal_watch *sw)
     loop_stop(srv->loop);
 }
 
+/* Health checks speak of causes through observe's table. */
+static int health_cause_of(const struct h1_result *r)
+{
+    return (int)observe_cause_from_h1(r);
+}
+
+static const char *health_cause_name(int cause)
+{
+    return cause_get((enum cause)cause)->proxy_status;
+}
+
 /* The main loop, its signal watches and the workers' eventfd. */
 static int server_loop_init(struct server *srv)
 {
@@ -605,6 +619,9 @@ int proxy_run(struct config *cfg)
         log_error("cannot set up the main event loop: %s", strerror(errno));
         return 1;
     }
+    upstream_health_set_hooks(&(struct upstream_health_hooks){.cause_of = health_cause_of,
+                                                              .cause_name = health_cause_name});
+    srv.health = upstream_health_start(srv.loop, cfg);
     srv.workers = calloc((size_t)srv.num_workers, sizeof(*srv.workers));
     if (!srv.workers)
         return 1;
@@ -648,6 +665,7 @@ int proxy_run(struct config *cfg)
         free(w);
     }
     free(srv.workers);
+    upstream_health_stop(srv.health);
     loop_free(srv.loop);
     close(srv.finished.fd);
     config_unref(srv.cfg);

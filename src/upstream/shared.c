@@ -64,7 +64,7 @@ out:
     return sh;
 }
 
-void upstream_shared_set_up(struct upstream_shared *sh, bool up, int cause)
+void upstream_shared_set_up_status(struct upstream_shared *sh, bool up, int cause, int status)
 {
     if (atomic_load_explicit(&sh->up, memory_order_relaxed) == up)
         return;
@@ -73,7 +73,19 @@ void upstream_shared_set_up(struct upstream_shared *sh, bool up, int cause)
     atomic_store_explicit(&sh->changed_ms, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
                           memory_order_relaxed);
     atomic_store_explicit(&sh->change_cause, cause, memory_order_relaxed);
+    atomic_store_explicit(&sh->change_status, status, memory_order_relaxed);
+    if (up) {
+        /* The clock of loop_now_ms(), so workers compare without a call. */
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        atomic_store_explicit(&sh->up_since_ms, now_ms ? now_ms : 1, memory_order_relaxed);
+    }
     atomic_store_explicit(&sh->up, up, memory_order_release);
+}
+
+void upstream_shared_set_up(struct upstream_shared *sh, bool up, int cause)
+{
+    upstream_shared_set_up_status(sh, up, cause, 0);
 }
 
 void upstream_shared_foreach(void (*cb)(const struct upstream_shared *sh, void *arg), void *arg)

@@ -186,10 +186,12 @@ uint64_t upstream_hash(const void *p, size_t n)
     return h;
 }
 
-/* Which servers a pick must pass over: those tried for this request, and
- * (skip_down) those marked down. */
+/* Which servers a pick may take: those in [first, end) (the primaries or
+ * the backups), not tried for this request, and (skip_down) not marked
+ * down. */
 struct skip {
     uint64_t tried;
+    size_t first, end;
     bool skip_down;
 };
 
@@ -207,7 +209,8 @@ static bool is_up(const struct upstream_server *s)
 
 static bool skipped(const struct upstream_group *g, struct skip k, size_t i)
 {
-    return is_tried(k.tried, i) || (k.skip_down && !is_up(&g->servers[i]));
+    return i < k.first || i >= k.end || is_tried(k.tried, i) ||
+           (k.skip_down && !is_up(&g->servers[i]));
 }
 
 static uint32_t shared_in_flight(const struct upstream_server *s)
@@ -215,9 +218,34 @@ static uint32_t shared_in_flight(const struct upstream_server *s)
     return atomic_load_explicit(&s->shared->in_flight, memory_order_relaxed);
 }
 
+/* Weights are counted in hundredths, so a server in slow start can have a
+ * hundredth of its weight and still be an integer. */
+#define WEIGHT_SCALE 100
+
+int upstream_weight_now(const struct upstream_server *s, uint64_t now_ms)
+{
+    int full = s->cfg->weight * WEIGHT_SCALE;
+    uint32_t ramp_ms = s->group->cfg->slow_start_ms;
+    if (!ramp_ms)
+        return full;
+    uint64_t since = atomic_load_explicit(&s->shared->up_since_ms, memory_order_relaxed);
+    if (!since)
+        return full; /* never came back: it was up from the start */
+    /* The worker's clock is read once per event batch, so it may be a
+     * little behind the checker's: that is no time at all. */
+    uint64_t elapsed = now_ms > since ? now_ms - since : 0;
+    if (elapsed >= ramp_ms)
+        return full;
+    int w = (int)((uint64_t)full * elapsed / ramp_ms);
+    return w > 0 ? w : 1;
+}
+
 /* Smooth weighted round robin (as nginx): every pick adds each server's
- * weight to its current weight, takes the largest and subtracts the total. */
-static struct upstream_server *pick_round_robin(struct upstream_group *g, struct skip k)
+ * weight to its current weight, takes the largest and subtracts the total.
+ * A server in slow start adds its smaller weight now, so its share grows as
+ * the weight does. */
+static struct upstream_server *pick_round_robin(struct upstream_group *g, struct skip k,
+                                                uint64_t now_ms)
 {
     struct upstream_server *best = NULL;
     int total = 0;
@@ -225,8 +253,9 @@ static struct upstream_server *pick_round_robin(struct upstream_group *g, struct
         struct upstream_server *s = &g->servers[i];
         if (skipped(g, k, i))
             continue;
-        s->current_weight += s->cfg->weight;
-        total += s->cfg->weight;
+        int w = upstream_weight_now(s, now_ms);
+        s->current_weight += w;
+        total += w;
         if (!best || s->current_weight > best->current_weight)
             best = s;
     }
@@ -237,8 +266,12 @@ static struct upstream_server *pick_round_robin(struct upstream_group *g, struct
 
 /* Fewest in-flight exchanges (of all workers) relative to weight; ties go
  * round robin so idle servers share the load. The counts of other workers
- * may move while we compare: a pick is a good guess, never a promise. */
-static struct upstream_server *pick_least_conn(struct upstream_group *g, struct skip k)
+ * may move while we compare: a pick is a good guess, never a promise.
+ * Slow start cannot scale in-flight counts (an idle server wins whatever
+ * its weight), so a server in slow start competes only in a growing
+ * fraction of picks (ramp: the draw of this pick, 0..1). */
+static struct upstream_server *pick_least_conn(struct upstream_group *g, struct skip k,
+                                               uint64_t now_ms, double ramp)
 {
     struct upstream_server *best = NULL;
     uint32_t best_in_flight = 0;
@@ -248,6 +281,11 @@ static struct upstream_server *pick_least_conn(struct upstream_group *g, struct 
         struct upstream_server *s = &g->servers[i];
         if (skipped(g, k, i))
             continue;
+        if (ramp < 1.0) {
+            int full = s->cfg->weight * WEIGHT_SCALE;
+            if (ramp * full >= upstream_weight_now(s, now_ms))
+                continue;
+        }
         uint32_t in_flight = shared_in_flight(s);
         if (!best || (uint64_t)in_flight * (uint64_t)best->cfg->weight <
                          (uint64_t)best_in_flight * (uint64_t)s->cfg->weight) {
@@ -283,31 +321,63 @@ static struct upstream_server *pick_hash(struct upstream_group *g, uint64_t hash
     return best;
 }
 
+static bool any_up_in(const struct upstream_group *g, size_t first, size_t end)
+{
+    for (size_t i = first; i < end; i++)
+        if (is_up(&g->servers[i]))
+            return true;
+    return false;
+}
+
+bool upstream_group_any_up(const struct upstream_group *g)
+{
+    return any_up_in(g, 0, g->num_servers);
+}
+
 struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, uint64_t tried)
 {
     if (g->num_servers == 0)
         return NULL;
-    bool any_up = false, any_up_untried = false, any_untried = false;
-    for (size_t i = 0; i < g->num_servers; i++) {
-        bool up = is_up(&g->servers[i]), untried = !is_tried(tried, i);
-        any_up |= up;
-        any_up_untried |= up && untried;
-        any_untried |= untried;
+    size_t primaries = g->num_servers - g->cfg->num_backup;
+    struct skip k = {.tried = tried, .skip_down = true};
+    if (any_up_in(g, 0, primaries)) {
+        k.end = primaries;
+    } else if (any_up_in(g, primaries, g->num_servers)) {
+        /* Backups only while every primary is down: the first primary
+         * back takes the traffic again at its next pick. */
+        k.first = primaries;
+        k.end = g->num_servers;
+    } else if (g->cfg->panic_mode) {
+        /* All down, and a guess at a server beats a sure 503. */
+        k.end = g->num_servers;
+        k.skip_down = false;
+    } else {
+        return NULL;
     }
-    /* Down servers are passed over while any server is up; when all are
-     * down, the marks are ignored (a guess at a server beats a sure 503).
-     * Every candidate tried: start over rather than give up. */
-    struct skip k = {.tried = tried, .skip_down = any_up};
-    if (any_up ? !any_up_untried : !any_untried)
+    bool untried = false;
+    for (size_t i = k.first; i < k.end && !untried; i++)
+        untried = !skipped(g, k, i);
+    /* Every candidate tried: start over rather than give up. */
+    if (!untried)
         k.tried = 0;
+    uint64_t now_ms = g->set->loop ? loop_now_ms(g->set->loop) : 0;
     switch (g->cfg->balance) {
-    case BALANCE_LEAST_CONN:
-        return pick_least_conn(g, k);
+    case BALANCE_LEAST_CONN: {
+        /* The fractional part of n times the golden ratio: spread evenly
+         * over [0, 1) whatever n, so a server at 30% of its weight
+         * competes in 30% of picks, without a random generator. */
+        g->ramp_draw += 0x9e3779b97f4a7c15ull;
+        double ramp =
+            g->cfg->slow_start_ms ? (double)(g->ramp_draw >> 11) / 9007199254740992.0 : 1.0;
+        struct upstream_server *s = pick_least_conn(g, k, now_ms, ramp);
+        /* Only servers in slow start were left, none drawn: take one. */
+        return s ? s : pick_least_conn(g, k, now_ms, 1.0);
+    }
     case BALANCE_HASH:
         return pick_hash(g, hash, k);
     case BALANCE_ROUND_ROBIN:
     default:
-        return pick_round_robin(g, k);
+        return pick_round_robin(g, k, now_ms);
     }
 }
 

@@ -56,7 +56,7 @@ struct upstream_shared {
     const char *group;                     /* owned by the record */
     const char *server;                    /* the server's name as written ("host:port") */
     _Atomic uint32_t in_flight;            /* exchanges on this server now, all workers */
-    _Atomic uint32_t consecutive_failures; /* for the health checks; nothing here counts them */
+    _Atomic uint32_t consecutive_failures; /* health checks failed in a row */
     _Atomic bool up;                       /* true by default; false: upstream_pick skips it
                                               while any other server of its group is up */
     _Atomic int64_t changed_ms;            /* wall clock (ms since the epoch) of the last
@@ -76,7 +76,14 @@ struct upstream_shared {
                                           0 when a response status did (eject_status) */
     _Atomic int eject_status;          /* that status; 0 when a connection failure did */
     _Atomic int64_t ejected_ms;        /* wall clock of the last ejection; 0: never */
-    struct upstream_shared *next;      /* registry list, append only */
+    /* Active health checks (src/upstream/health.c) and slow start: */
+    _Atomic uint32_t consecutive_passes; /* health checks passed in a row */
+    _Atomic int change_status;           /* the HTTP status that failed the check which took
+                                            it down ("status 503"); 0: none */
+    _Atomic uint64_t up_since_ms;        /* monotonic ms (as loop_now_ms) when up last went
+                                            from false to true; 0: never (slow start) */
+    _Atomic bool checked;                /* a health check runs for it now */
+    struct upstream_shared *next;        /* registry list, append only */
 };
 
 /* The record for (group, server), created on first use (up, nothing in
@@ -87,8 +94,12 @@ struct upstream_shared {
 struct upstream_shared *upstream_shared_get(const char *group, const char *server);
 
 /* Mark a server up or down, recording when and why (cause: an enum cause).
- * Any thread. A no-op (time kept) when up does not change. */
+ * Any thread. A no-op (time kept) when up does not change. Coming up starts
+ * its slow start (up_since_ms). */
 void upstream_shared_set_up(struct upstream_shared *sh, bool up, int cause);
+/* The same, with the HTTP status that decided it (a health check answered
+ * 503: cause 0, status 503); status 0: none. */
+void upstream_shared_set_up_status(struct upstream_shared *sh, bool up, int cause, int status);
 
 /* Call cb for every record, in creation order, without a lock (records are
  * only ever appended). cb must not call upstream_shared_get. */
@@ -164,7 +175,7 @@ struct upstream_waiter {
 struct upstream_group {
     const struct config_upstream *cfg;
     struct upstream_set *set;
-    struct upstream_server *servers;
+    struct upstream_server *servers; /* primaries, then cfg->num_backup backups */
     size_t num_servers;
     int total_weight;
     /* The per-worker part of the group's queue (FIFO); the bound
@@ -176,6 +187,7 @@ struct upstream_group {
     struct deferred wait_wakeup; /* a slot was freed here: wake after the event batch */
     struct upstream_group_shared *shared; /* all workers' budget counts (never NULL) */
     struct upstream_group_shared own;     /* shared points here when the registry had no room */
+    uint64_t ramp_draw; /* least_conn slow start: a Weyl sequence, one step per pick */
 };
 
 struct upstream_set {
@@ -196,13 +208,24 @@ void upstream_set_leave(struct upstream_set *set);
 
 /* Pick a server for a request. hash is the request's key hash (for
  * BALANCE_HASH). tried marks servers already tried for this request (bit i
- * for server i, up to 64): they are skipped while untried ones remain.
- * Servers whose shared `up` is false, or that are ejected (passive checks),
- * are skipped while any server of the group is up and not ejected (all
- * down: the pick ignores `up`, so requests still get an
- * answer from somewhere rather than a 503). least_conn compares the shared
- * in_flight, i.e. the exchanges of every worker. */
+ * for server i, up to 64): they are skipped while untried ones remain (all
+ * tried: one of them again). The candidates are the primaries whose shared
+ * `up` is true; none: the backups that are up; none either: every server
+ * when the group has panic_mode, else NULL (the caller answers 503
+ * destination_unavailable without a connect). least_conn compares the
+ * shared in_flight, i.e. the exchanges of every worker. A server within
+ * slow_start of coming back up gets a share growing linearly from ~0
+ * (round_robin: its weight; least_conn: how often it competes); hash
+ * ignores slow start. */
 struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, uint64_t tried);
+
+/* Whether some server of g (primary or backup) is up: false means a pick
+ * finds nothing unless panic_mode. */
+bool upstream_group_any_up(const struct upstream_group *g);
+
+/* s's weight now, in hundredths (weight 3 is 300): less while it is within
+ * slow_start of coming back up, at least 1. now_ms: loop_now_ms(). */
+int upstream_weight_now(const struct upstream_server *s, uint64_t now_ms);
 
 /* ---- passive health checks: outlier ejection ----
  *
@@ -400,5 +423,46 @@ void h1_client_cancel(struct h1_client *c);
 
 /* An exchange is running (started, not reported or cancelled yet). */
 bool h1_client_busy(const struct h1_client *c);
+
+/* ---- active health checks (src/upstream/health.c) ----
+ *
+ * One checker per process, on one loop (the main thread's), for every group
+ * with a health section: each server is checked every interval by one
+ * exchange of the HTTP/1 client (GET path, or a connect only in tcp mode),
+ * judged within timeout against expect_status. The verdict goes into the
+ * server's struct upstream_shared, which every worker's upstream_pick reads:
+ * `fails` failures in a row mark it down, `passes` passes in a row up. Each
+ * change is logged (warn when down, info when up) with its cause. */
+
+/* How a check speaks of causes: upstream knows none (they are observe's),
+ * so the proxy hands in the mapping once, before the first start. */
+struct upstream_health_hooks {
+    int (*cause_of)(const struct h1_result *r); /* an enum cause; 0 for H1_OK */
+    const char *(*cause_name)(int cause);       /* its RFC 9209 type, for logs */
+};
+void upstream_health_set_hooks(const struct upstream_health_hooks *hooks);
+
+struct upstream_health;
+
+/* Start checking cfg's groups on loop (takes a config reference). NULL when
+ * out of memory (logged; nothing is checked). */
+struct upstream_health *upstream_health_start(struct loop *loop, struct config *cfg);
+
+/* Switch to cfg: checks of servers (group and server names) that stay keep
+ * their state, counters, schedule and any exchange in flight; new ones
+ * start; those no longer checked stop and their server is marked up again
+ * (nothing would ever bring it back). On out of memory the old checks go
+ * on (logged). */
+void upstream_health_reload(struct upstream_health *h, struct config *cfg);
+
+/* Stop every check and free h. NULL is harmless. */
+void upstream_health_stop(struct upstream_health *h);
+
+/* One check's verdict applied to sh (the state machine, pure but for sh):
+ * a pass counts toward `passes` and clears the failures, a failure toward
+ * `fails` and clears the passes; reaching the count flips `up`, recording
+ * cause and status (0 for a pass). Returns true when up changed. */
+bool upstream_health_record(struct upstream_shared *sh, bool passed, int fails, int passes,
+                            int cause, int status);
 
 #endif

@@ -164,7 +164,7 @@ def balancer_state(aport, group="app"):
 
 def test_status_shows_the_balancers_shared_state(bulwark, origin):
     """in_flight is the exchanges of every worker on the server; up is the mark the
-    balancers skip a server by (nothing marks one down yet: up, never changed)."""
+    balancers skip a server by (no health section: up, never changed, not checked)."""
     release = threading.Event()
 
     def held(c, o):
@@ -178,6 +178,7 @@ def test_status_shows_the_balancers_shared_state(bulwark, origin):
     wait_port(aport)
     idle = balancer_state(aport)
     assert idle == {"up": True, "in_flight": 0, "consecutive_failures": 0,
+                    "consecutive_passes": 0, "health_checked": False,
                     "changed": None, "change_cause": None}
     results = []
     threads = [threading.Thread(target=lambda: results.append(fetch(b.port, "/x").status))

@@ -1657,9 +1657,121 @@ static void test_refs_are_thread_safe(void **state)
     config_unref(cfg);
 }
 
+/* ---- health checks, slow start, backups, panic mode ---- */
+
+#define GROUP_WITH(extra)                                                                          \
+    LISTEN "upstreams:\n  app:\n    servers: [\"127.0.0.1:9000\"]\n" extra ROUTES
+
+static void test_health_absent_means_no_checks(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(LISTEN UPSTREAMS ROUTES);
+    const struct config_upstream *up = &cfg->upstreams[0];
+    assert_false(up->health.enabled);
+    assert_int_equal(up->slow_start_ms, 0);
+    assert_int_equal(up->num_backup, 0);
+    assert_false(up->panic_mode);
+    assert_false(up->servers[0].backup);
+    config_unref(cfg);
+}
+
+static void test_health_defaults(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(GROUP_WITH("    health: {}\n"));
+    const struct config_health *h = &cfg->upstreams[0].health;
+    assert_true(h->enabled);
+    assert_int_equal(h->mode, HEALTH_HTTP);
+    assert_string_equal(h->path, "/");
+    assert_null(h->host);
+    assert_int_equal(h->interval_ms, 5000);
+    assert_int_equal(h->timeout_ms, 2000);
+    assert_int_equal(h->fails, 3);
+    assert_int_equal(h->passes, 2);
+    assert_int_equal(h->num_expect_status, 0);
+    config_unref(cfg);
+}
+
+static void test_health_every_key(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(GROUP_WITH(
+        "    health: {mode: tcp, path: /healthz?full=1, host: app.internal, interval: 250ms,\n"
+        "             timeout: 100ms, fails: 5, passes: 4, expect_status: [200, 204]}\n"
+        "    slow_start: 30s\n    panic_mode: true\n"));
+    const struct config_upstream *up = &cfg->upstreams[0];
+    assert_int_equal(up->health.mode, HEALTH_TCP);
+    assert_string_equal(up->health.path, "/healthz?full=1");
+    assert_string_equal(up->health.host, "app.internal");
+    assert_int_equal(up->health.interval_ms, 250);
+    assert_int_equal(up->health.timeout_ms, 100);
+    assert_int_equal(up->health.fails, 5);
+    assert_int_equal(up->health.passes, 4);
+    assert_int_equal(up->health.num_expect_status, 2);
+    assert_int_equal(up->health.expect_status[1], 204);
+    assert_int_equal(up->slow_start_ms, 30000);
+    assert_true(up->panic_mode);
+    config_unref(cfg);
+}
+
+static void test_health_bad_values(void **state)
+{
+    (void)state;
+    assert_only_error(GROUP_WITH("    health: {mode: udp}\n"),
+                      "bulwark.yaml:5:20: unknown health mode \"udp\" for upstream \"app\": "
+                      "expected http or tcp");
+    assert_only_error(GROUP_WITH("    health: {path: \"/a b\"}\n"),
+                      "bulwark.yaml:5:20: bad health path \"/a b\": expected a path starting "
+                      "with \"/\", at most 1024 visible ASCII characters");
+    assert_only_error(GROUP_WITH("    health: {path: health}\n"),
+                      "bulwark.yaml:5:20: bad health path \"health\": expected a path starting "
+                      "with \"/\", at most 1024 visible ASCII characters");
+    assert_only_error(GROUP_WITH("    health: {fails: 0}\n"),
+                      "bulwark.yaml:5:21: fails 0 out of range 1-1000");
+    assert_only_error(GROUP_WITH("    health: {interval: 0}\n"),
+                      "bulwark.yaml:5:24: interval must be at least 1ms: 0 would expire at once");
+    assert_only_error(GROUP_WITH("    health: {expect_status: [200, 700]}\n"),
+                      "bulwark.yaml:5:35: expect_status 700 out of range 100-599");
+    assert_only_error(GROUP_WITH("    health: {intervall: 1s}\n"),
+                      "bulwark.yaml:5:14: unknown key \"intervall\" in health of upstream \"app\" "
+                      "(did you mean \"interval\"?)");
+}
+
+static void test_backup_servers_follow_the_primaries(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(
+        GROUP_WITH("    backup: [\"127.0.0.1:9100\", {address: \"127.0.0.1:9101\", weight: 2}]\n"));
+    const struct config_upstream *up = &cfg->upstreams[0];
+    assert_int_equal(up->num_servers, 3);
+    assert_int_equal(up->num_backup, 2);
+    assert_false(up->servers[0].backup);
+    assert_true(up->servers[1].backup);
+    assert_string_equal(up->servers[2].name, "127.0.0.1:9101");
+    assert_int_equal(up->servers[2].weight, 2);
+    config_unref(cfg);
+}
+
+static void test_backup_cannot_also_be_a_primary(void **state)
+{
+    (void)state;
+    assert_only_error(GROUP_WITH("    backup: [\"127.0.0.1:9000\"]\n"),
+                      "bulwark.yaml:5:14: backup \"127.0.0.1:9000\" of upstream \"app\" is also "
+                      "one of its servers");
+    assert_only_error(GROUP_WITH("    backup: [\"nope\"]\n"),
+                      "bulwark.yaml:5:14: bad address \"nope\" for backup of upstream \"app\": "
+                      "missing port (expected host:port, e.g. 127.0.0.1:8080)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_health_absent_means_no_checks),
+        cmocka_unit_test(test_health_defaults),
+        cmocka_unit_test(test_health_every_key),
+        cmocka_unit_test(test_health_bad_values),
+        cmocka_unit_test(test_backup_servers_follow_the_primaries),
+        cmocka_unit_test(test_backup_cannot_also_be_a_primary),
         cmocka_unit_test(test_loads_full_config_with_every_key),
         cmocka_unit_test(test_applies_defaults),
         cmocka_unit_test(test_route_max_body_defaults_to_client_max_body_size),

@@ -253,18 +253,247 @@ static void test_down_servers_are_skipped_while_one_is_up(void **state)
             assert_int_equal(upstream_pick(g, h * 7919, 0)->index, 1);
         /* the only up server was tried: it is tried again, not a down one */
         assert_int_equal(upstream_pick(g, 0, 0x2)->index, 1);
-        /* all down: the marks are ignored, tried servers still skipped */
+        /* all down: nothing to pick (the caller answers 503 at once) */
         upstream_shared_set_up(g->servers[1].shared, false, 1);
-        int seen[3] = {0};
-        for (uint64_t h = 0; h < 60; h++)
-            seen[upstream_pick(g, h * 7919, 0x1)->index]++;
-        assert_int_equal(seen[0], 0);
-        assert_true(seen[1] > 0 && seen[2] > 0);
+        assert_false(upstream_group_any_up(g));
+        for (uint64_t h = 0; h < 20; h++)
+            assert_null(upstream_pick(g, h * 7919, 0x1));
         for (size_t i = 0; i < 3; i++)
             upstream_shared_set_up(g->servers[i].shared, true, 0);
         upstream_set_retire(set);
         loop_free(loop);
     }
+}
+
+/* panic_mode: with every server down, the marks are ignored (a guess at a
+ * server beats a sure 503); tried servers are still skipped. */
+static void test_panic_mode_picks_among_all_when_all_are_down(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    struct upstream_set *set =
+        set_for(loop, GROUP("[\"127.0.0.1:53\", \"127.0.0.1:54\", \"127.0.0.1:55\"]",
+                            "    panic_mode: true\n"));
+    struct upstream_group *g = &set->groups[0];
+    for (size_t i = 0; i < 3; i++)
+        upstream_shared_set_up(g->servers[i].shared, false, 1);
+    int seen[3] = {0};
+    for (int i = 0; i < 30; i++)
+        seen[upstream_pick(g, 0, 0x1)->index]++;
+    assert_int_equal(seen[0], 0);
+    assert_true(seen[1] > 0 && seen[2] > 0);
+    /* one back up: only it again */
+    upstream_shared_set_up(g->servers[0].shared, true, 0);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(upstream_pick(g, 0, 0)->index, 0);
+    for (size_t i = 0; i < 3; i++)
+        upstream_shared_set_up(g->servers[i].shared, true, 0);
+    upstream_set_retire(set);
+    loop_free(loop);
+}
+
+/* Backups follow the primaries in servers and are picked only while every
+ * primary is down; the first primary back takes the traffic again. */
+static void test_backups_serve_only_while_every_primary_is_down(void **state)
+{
+    (void)state;
+    const char *const balances[] = {"", "    balance: least_conn\n", "    balance: hash\n"};
+    for (size_t b = 0; b < 3; b++) {
+        char yaml[512];
+        snprintf(yaml, sizeof(yaml),
+                 GROUP("[\"127.0.0.1:60\", \"127.0.0.1:61\"]",
+                       "    backup: [\"127.0.0.1:62\", \"127.0.0.1:63\"]\n%s"),
+                 balances[b]);
+        struct loop *loop = loop_new();
+        struct upstream_set *set = set_for(loop, yaml);
+        struct upstream_group *g = &set->groups[0];
+        assert_int_equal(g->num_servers, 4);
+        assert_int_equal(g->cfg->num_backup, 2);
+        assert_false(g->cfg->servers[1].backup);
+        assert_true(g->cfg->servers[2].backup);
+        for (uint64_t h = 0; h < 40; h++)
+            assert_true(upstream_pick(g, h * 7919, 0)->index < 2);
+        /* a tried primary is tried again rather than a backup */
+        upstream_shared_set_up(g->servers[0].shared, false, 1);
+        assert_int_equal(upstream_pick(g, 0, 0x2)->index, 1);
+        upstream_shared_set_up(g->servers[1].shared, false, 1);
+        int seen[4] = {0};
+        for (uint64_t h = 0; h < 40; h++)
+            seen[upstream_pick(g, h * 7919, 0)->index]++;
+        assert_int_equal(seen[0] + seen[1], 0);
+        assert_true(seen[2] > 0 && seen[3] > 0);
+        /* backups down too: nothing */
+        upstream_shared_set_up(g->servers[2].shared, false, 1);
+        upstream_shared_set_up(g->servers[3].shared, false, 1);
+        assert_null(upstream_pick(g, 0, 0));
+        /* one backup back: it serves; then a primary back: it takes over */
+        upstream_shared_set_up(g->servers[3].shared, true, 0);
+        assert_int_equal(upstream_pick(g, 0, 0)->index, 3);
+        upstream_shared_set_up(g->servers[1].shared, true, 0);
+        for (uint64_t h = 0; h < 20; h++)
+            assert_int_equal(upstream_pick(g, h * 7919, 0)->index, 1);
+        for (size_t i = 0; i < 4; i++) {
+            upstream_shared_set_up(g->servers[i].shared, true, 0);
+            atomic_store(&g->servers[i].shared->up_since_ms, 0);
+        }
+        upstream_set_retire(set);
+        loop_free(loop);
+    }
+}
+
+/* ---- health checks: the state machine ---- */
+
+static void test_health_goes_down_after_fails_failures_in_a_row(void **state)
+{
+    (void)state;
+    struct upstream_shared *sh = upstream_shared_get("g-health", "127.0.0.1:1");
+    /* two failures, a pass: the count starts again */
+    assert_false(upstream_health_record(sh, false, 3, 2, 1, 0));
+    assert_false(upstream_health_record(sh, false, 3, 2, 1, 0));
+    assert_int_equal(atomic_load(&sh->consecutive_failures), 2);
+    assert_false(upstream_health_record(sh, true, 3, 2, 0, 0));
+    assert_int_equal(atomic_load(&sh->consecutive_failures), 0);
+    assert_true(atomic_load(&sh->up));
+    assert_false(upstream_health_record(sh, false, 3, 2, 1, 0));
+    assert_false(upstream_health_record(sh, false, 3, 2, 1, 0));
+    assert_true(atomic_load(&sh->up));
+    /* the third in a row: down, with the last failure's cause */
+    assert_true(upstream_health_record(sh, false, 3, 2, 0, 503));
+    assert_false(atomic_load(&sh->up));
+    assert_int_equal(atomic_load(&sh->change_status), 503);
+    assert_int_equal(atomic_load(&sh->change_cause), 0);
+    /* more failures: no new change */
+    assert_false(upstream_health_record(sh, false, 3, 2, 4, 0));
+    assert_int_equal(atomic_load(&sh->change_status), 503);
+    upstream_shared_set_up(sh, true, 0);
+}
+
+static void test_health_comes_back_after_passes_passes_in_a_row(void **state)
+{
+    (void)state;
+    struct upstream_shared *sh = upstream_shared_get("g-health", "127.0.0.1:2");
+    assert_true(upstream_health_record(sh, false, 1, 3, 1, 0));
+    assert_false(atomic_load(&sh->up));
+    assert_int_equal(atomic_load(&sh->change_cause), 1);
+    assert_false(upstream_health_record(sh, true, 1, 3, 0, 0));
+    assert_false(upstream_health_record(sh, true, 1, 3, 0, 0));
+    /* a failure between: the passes start again */
+    assert_false(upstream_health_record(sh, false, 1, 3, 1, 0));
+    assert_int_equal(atomic_load(&sh->consecutive_passes), 0);
+    assert_false(upstream_health_record(sh, true, 1, 3, 0, 0));
+    assert_false(upstream_health_record(sh, true, 1, 3, 0, 0));
+    assert_false(atomic_load(&sh->up));
+    uint64_t before = (uint64_t)atomic_load(&sh->up_since_ms);
+    assert_true(upstream_health_record(sh, true, 1, 3, 0, 0));
+    assert_true(atomic_load(&sh->up));
+    assert_int_equal(atomic_load(&sh->change_cause), 0);
+    assert_int_equal(atomic_load(&sh->change_status), 0);
+    /* coming back starts the slow start clock */
+    assert_true(atomic_load(&sh->up_since_ms) > before);
+    assert_int_equal(atomic_load(&sh->consecutive_failures), 0);
+}
+
+/* ---- slow start ---- */
+
+static void test_slow_start_weight_ramps_linearly(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    struct upstream_set *set =
+        set_for(loop, GROUP("[{address: \"127.0.0.1:70\", weight: 4}, \"127.0.0.1:71\"]",
+                            "    slow_start: 10s\n"));
+    struct upstream_server *s = &set->groups[0].servers[0];
+    /* up from the start: full weight, in hundredths */
+    assert_int_equal(upstream_weight_now(s, 123456), 400);
+    atomic_store(&s->shared->up_since_ms, 1000000);
+    assert_int_equal(upstream_weight_now(s, 1000000), 1); /* ~0, never 0 */
+    assert_int_equal(upstream_weight_now(s, 999000), 1);  /* a clock a little behind */
+    assert_int_equal(upstream_weight_now(s, 1002500), 100);
+    assert_int_equal(upstream_weight_now(s, 1005000), 200);
+    assert_int_equal(upstream_weight_now(s, 1009000), 360);
+    assert_int_equal(upstream_weight_now(s, 1010000), 400);
+    assert_int_equal(upstream_weight_now(s, 9000000), 400);
+    atomic_store(&s->shared->up_since_ms, 0);
+    upstream_set_retire(set);
+    loop_free(loop);
+}
+
+static void test_slow_start_off_keeps_full_weight(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    struct upstream_set *set = set_for(loop, GROUP("[\"127.0.0.1:72\"]", ""));
+    struct upstream_server *s = &set->groups[0].servers[0];
+    atomic_store(&s->shared->up_since_ms, 1000000);
+    assert_int_equal(upstream_weight_now(s, 1000001), 100);
+    atomic_store(&s->shared->up_since_ms, 0);
+    upstream_set_retire(set);
+    loop_free(loop);
+}
+
+/* How many of n picks go to server 0 of g, which came back ago_ms ago. */
+static int share_of_first(struct upstream_group *g, uint64_t ago_ms, int n)
+{
+    uint64_t now = loop_now_ms(g->set->loop);
+    atomic_store(&g->servers[0].shared->up_since_ms, now - ago_ms);
+    int count = 0;
+    for (int i = 0; i < n; i++)
+        count += upstream_pick(g, 0, 0)->index == 0;
+    return count;
+}
+
+/* Two servers of equal weight, one back for 10%, 50%, 100% of slow_start.
+ * round_robin gives it its weight now: 0.1/1.1, 0.5/1.5, then half of the
+ * picks. least_conn lets it compete in 10%, 50%, all picks, and it wins
+ * half of those (idle servers tie): 5%, 25%, then half. */
+static void test_slow_start_share_grows_round_robin_and_least_conn(void **state)
+{
+    (void)state;
+    const char *const balances[] = {"", "    balance: least_conn\n"};
+    for (size_t b = 0; b < 2; b++) {
+        char yaml[512];
+        snprintf(yaml, sizeof(yaml),
+                 GROUP("[\"127.0.0.1:73\", \"127.0.0.1:74\"]", "    slow_start: 100s\n%s"),
+                 balances[b]);
+        struct loop *loop = loop_new();
+        struct upstream_set *set = set_for(loop, yaml);
+        struct upstream_group *g = &set->groups[0];
+        loop_update_time(loop);
+        int early = share_of_first(g, 10000, 1100);
+        int middle = share_of_first(g, 50000, 1500);
+        int done = share_of_first(g, 200000, 1000);
+        if (b == 0) {
+            assert_in_range(early, 80, 120);   /* ~100 */
+            assert_in_range(middle, 450, 550); /* ~500 */
+        } else {
+            assert_in_range(early, 35, 75);    /* ~55 */
+            assert_in_range(middle, 300, 450); /* ~375 */
+        }
+        assert_in_range(done, 450, 550); /* ~500 */
+        atomic_store(&g->servers[0].shared->up_since_ms, 0);
+        upstream_set_retire(set);
+        loop_free(loop);
+    }
+}
+
+/* A server in slow start that is the only candidate is still picked. */
+static void test_slow_start_alone_is_still_picked(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    struct upstream_set *set =
+        set_for(loop, GROUP("[\"127.0.0.1:75\", \"127.0.0.1:76\"]",
+                            "    slow_start: 100s\n    balance: least_conn\n"));
+    struct upstream_group *g = &set->groups[0];
+    atomic_store(&g->servers[0].shared->up_since_ms, loop_now_ms(loop));
+    upstream_shared_set_up(g->servers[1].shared, false, 1);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(upstream_pick(g, 0, 0)->index, 0);
+    upstream_shared_set_up(g->servers[1].shared, true, 0);
+    atomic_store(&g->servers[0].shared->up_since_ms, 0);
+    atomic_store(&g->servers[1].shared->up_since_ms, 0);
+    upstream_set_retire(set);
+    loop_free(loop);
 }
 
 /* ---- connections and the pool, on loopback ---- */
@@ -625,6 +854,110 @@ static void test_retry_budget_is_shared_by_the_workers_of_a_group(void **state)
     loop_free(l2);
 }
 
+/* ---- the checker, on a real loop ---- */
+
+struct watch {
+    struct timer t;
+    struct loop *loop;
+    struct upstream_shared *sh;
+    bool want_up;
+    uint64_t deadline_ms;
+    bool reached;
+};
+
+static void watch_tick(struct timer *t)
+{
+    struct watch *w = container_of(t, struct watch, t);
+    if (atomic_load(&w->sh->up) == w->want_up) {
+        w->reached = true;
+        loop_stop(w->loop);
+    } else if (loop_now_ms(w->loop) >= w->deadline_ms) {
+        loop_stop(w->loop);
+    } else {
+        loop_timer_set(w->loop, t, 5);
+    }
+}
+
+/* Run loop until sh's up is want_up (true) or 5 s pass (false). */
+static bool run_until_up_is(struct loop *loop, struct upstream_shared *sh, bool want_up)
+{
+    struct watch w = {.loop = loop, .sh = sh, .want_up = want_up};
+    timer_init(&w.t, watch_tick);
+    w.deadline_ms = loop_update_time(loop) + 5000;
+    loop_timer_set(loop, &w.t, 0);
+    loop_run(loop);
+    loop_timer_cancel(loop, &w.t);
+    return w.reached;
+}
+
+/* A port where nothing listens: connects are refused. */
+static int closed_port(void)
+{
+    int port;
+    int fd = listen_loopback(&port);
+    close(fd);
+    return port;
+}
+
+static struct config *health_config(int down_port, int up_port, bool with_health)
+{
+    char yaml[768];
+    snprintf(yaml, sizeof(yaml),
+             "listen: [\"127.0.0.1:1\"]\nupstreams:\n  app:\n"
+             "    servers: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n%s"
+             "routes:\n  - upstream: app\n",
+             down_port, up_port,
+             with_health ? "    health: {mode: tcp, interval: 10ms, timeout: 500ms, fails: 2, "
+                           "passes: 1}\n"
+                         : "");
+    return load(yaml);
+}
+
+/* tcp checks: the refusing server goes down, the listening one stays up;
+ * a reload that drops the health section marks it up again. */
+static void test_checker_marks_a_refusing_server_down(void **state)
+{
+    (void)state;
+    int up_port, down_port = closed_port();
+    int listen_fd = listen_loopback(&up_port);
+    struct loop *loop = loop_new();
+    struct config *cfg = health_config(down_port, up_port, true);
+    char name[32];
+    snprintf(name, sizeof(name), "127.0.0.1:%d", down_port);
+    struct upstream_shared *down = upstream_shared_get("app", name);
+    snprintf(name, sizeof(name), "127.0.0.1:%d", up_port);
+    struct upstream_shared *up = upstream_shared_get("app", name);
+
+    struct upstream_health *h = upstream_health_start(loop, cfg);
+    assert_non_null(h);
+    assert_true(atomic_load(&down->checked));
+    assert_true(run_until_up_is(loop, down, false));
+    assert_true(atomic_load(&down->consecutive_failures) >= 2);
+    assert_true(atomic_load(&up->up));
+    assert_true(atomic_load(&up->consecutive_passes) >= 1);
+
+    /* same servers, same health: the state and counters stay */
+    struct config *same = health_config(down_port, up_port, true);
+    upstream_health_reload(h, same);
+    assert_false(atomic_load(&down->up));
+    assert_true(atomic_load(&down->consecutive_failures) >= 2);
+
+    /* no health section: not checked, so marked up */
+    struct config *none = health_config(down_port, up_port, false);
+    upstream_health_reload(h, none);
+    assert_true(atomic_load(&down->up));
+    assert_false(atomic_load(&down->checked));
+    assert_int_equal(atomic_load(&down->consecutive_failures), 0);
+
+    upstream_health_stop(h);
+    config_unref(cfg);
+    config_unref(same);
+    config_unref(none);
+    loop_run_deferred(loop);
+    loop_free(loop);
+    close(listen_fd);
+}
+
 int main(void)
 {
     config_set_dns(false);
@@ -639,6 +972,14 @@ int main(void)
         cmocka_unit_test(test_set_up_records_when_and_why),
         cmocka_unit_test(test_foreach_visits_every_record),
         cmocka_unit_test(test_down_servers_are_skipped_while_one_is_up),
+        cmocka_unit_test(test_panic_mode_picks_among_all_when_all_are_down),
+        cmocka_unit_test(test_backups_serve_only_while_every_primary_is_down),
+        cmocka_unit_test(test_health_goes_down_after_fails_failures_in_a_row),
+        cmocka_unit_test(test_health_comes_back_after_passes_passes_in_a_row),
+        cmocka_unit_test(test_slow_start_weight_ramps_linearly),
+        cmocka_unit_test(test_slow_start_off_keeps_full_weight),
+        cmocka_unit_test(test_slow_start_share_grows_round_robin_and_least_conn),
+        cmocka_unit_test(test_slow_start_alone_is_still_picked),
         cmocka_unit_test(test_in_flight_is_counted_per_worker_and_shared),
         cmocka_unit_test(test_least_conn_sees_other_workers_in_flight),
         cmocka_unit_test(test_max_requests_retires_a_connection),
@@ -653,6 +994,7 @@ int main(void)
         cmocka_unit_test(test_max_fails_failures_eject_a_server_the_picks_pass_over),
         cmocka_unit_test(test_max_fails_zero_never_ejects),
         cmocka_unit_test(test_retry_budget_is_shared_by_the_workers_of_a_group),
+        cmocka_unit_test(test_checker_marks_a_refusing_server_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
