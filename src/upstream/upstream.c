@@ -193,6 +193,7 @@ struct skip {
     uint64_t tried;
     size_t first, end;
     bool skip_down;
+    bool ignore_ejection; /* every up server is ejected: ejection is not a reason */
 };
 
 static bool is_tried(uint64_t tried, size_t i)
@@ -200,17 +201,23 @@ static bool is_tried(uint64_t tried, size_t i)
     return i < 64 && (tried & (1ull << i));
 }
 
+/* Marked up by the active checks (and the supervisor). */
+static bool is_marked_up(const struct upstream_server *s)
+{
+    return atomic_load_explicit(&s->shared->up, memory_order_relaxed);
+}
+
 /* Up (active checks) and not ejected (passive checks). */
 static bool is_up(const struct upstream_server *s)
 {
-    return atomic_load_explicit(&s->shared->up, memory_order_relaxed) &&
-           !upstream_server_ejected(s);
+    return is_marked_up(s) && !upstream_server_ejected(s);
 }
 
 static bool skipped(const struct upstream_group *g, struct skip k, size_t i)
 {
+    const struct upstream_server *s = &g->servers[i];
     return i < k.first || i >= k.end || is_tried(k.tried, i) ||
-           (k.skip_down && !is_up(&g->servers[i]));
+           (k.skip_down && !(k.ignore_ejection ? is_marked_up(s) : is_up(s)));
 }
 
 static uint32_t shared_in_flight(const struct upstream_server *s)
@@ -321,17 +328,18 @@ static struct upstream_server *pick_hash(struct upstream_group *g, uint64_t hash
     return best;
 }
 
-static bool any_up_in(const struct upstream_group *g, size_t first, size_t end)
+static bool any_up_in(const struct upstream_group *g, size_t first, size_t end,
+                      bool ignore_ejection)
 {
     for (size_t i = first; i < end; i++)
-        if (is_up(&g->servers[i]))
+        if (ignore_ejection ? is_marked_up(&g->servers[i]) : is_up(&g->servers[i]))
             return true;
     return false;
 }
 
 bool upstream_group_any_up(const struct upstream_group *g)
 {
-    return any_up_in(g, 0, g->num_servers);
+    return any_up_in(g, 0, g->num_servers, true);
 }
 
 struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, uint64_t tried)
@@ -340,9 +348,14 @@ struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, u
         return NULL;
     size_t primaries = g->num_servers - g->cfg->num_backup;
     struct skip k = {.tried = tried, .skip_down = true};
-    if (any_up_in(g, 0, primaries)) {
+    /* Passive ejection routes around outliers; it never makes a group
+     * unavailable: when every server the active checks hold up is ejected,
+     * they are picked as if none were (only active checks, or the
+     * supervisor, can take the whole group down). */
+    k.ignore_ejection = !any_up_in(g, 0, g->num_servers, false);
+    if (any_up_in(g, 0, primaries, k.ignore_ejection)) {
         k.end = primaries;
-    } else if (any_up_in(g, primaries, g->num_servers)) {
+    } else if (any_up_in(g, primaries, g->num_servers, k.ignore_ejection)) {
         /* Backups only while every primary is down: the first primary
          * back takes the traffic again at its next pick. */
         k.first = primaries;
