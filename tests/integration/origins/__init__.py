@@ -262,6 +262,16 @@ class Origin:
             n = int(parts[1])
             for _ in iter_body(c, headers):
                 pass
+            if parts[0] == "stream":
+                # N may be huge (64 MiB to 1 GiB): never build it in memory. Building it
+                # for 48 concurrent streams took GiBs and starved the test of the GIL.
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+                left = n
+                while left and not head:
+                    piece = PATTERN[: min(left, len(PATTERN))]
+                    s.sendall(piece)
+                    left -= len(piece)
+                return True
             body = pattern_bytes(n)
             if parts[0] == "bytes":
                 return send(200, body)
@@ -276,17 +286,9 @@ class Origin:
                         s.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
                     s.sendall(b"0\r\n\r\n")
                 return True
-            if parts[0] == "close":
-                s.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + (b"" if head else body))
-                return False
-            # stream: N may be huge; never hold it in memory
-            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
-            left = n
-            while left and not head:
-                piece = PATTERN[: min(left, len(PATTERN))]
-                s.sendall(piece)
-                left -= len(piece)
-            return True
+            # close
+            s.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + (b"" if head else body))
+            return False
         if parts[0] == "sink":
             h = hashlib.sha256()
             total = 0
