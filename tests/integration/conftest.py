@@ -35,7 +35,7 @@ class Bulwark:
         self.proc = subprocess.Popen([BIN, "-c", self.config_path, *extra_args],
                                      stdout=self.stdout, stderr=subprocess.STDOUT)
         try:
-            wait_port(port, proc=self.proc)
+            wait_port(port, timeout=30.0, proc=self.proc)
         except Exception:
             self.stop()
             raise RuntimeError("bulwark did not start:\n" + self.output())
@@ -78,7 +78,9 @@ class Bulwark:
         with open(self.access_path, errors="replace") as f:
             return [l for l in f.read().splitlines() if l]
 
-    def wait_log(self, pattern, what="error", timeout=10.0):
+    # Deadlines below are generous on purpose: they only matter when something is
+    # wrong, and a loaded 2-core machine or an ASan build may be slow to get there.
+    def wait_log(self, pattern, what="error", timeout=20.0):
         """Wait until a log (error or access) matches the regex; return the match."""
         deadline = time.monotonic() + timeout
         rx = re.compile(pattern)
@@ -92,7 +94,7 @@ class Bulwark:
             time.sleep(0.02)
         raise AssertionError(f"no {what} log line matches {pattern!r}:\n{self.output()}")
 
-    def reload(self, config, timeout=10.0):
+    def reload(self, config, timeout=20.0):
         """Rewrite the config, SIGHUP, and wait for the reload's verdict line."""
         before = self.error_log().count("configuration reloaded") + self.error_log().count(
             "reload refused: ")

@@ -332,7 +332,10 @@ def test_json_access_log(bulwark, origin, tmp_path):
     resp = fetch(b.port, "/dead/x")
     assert resp.status == 502
     rid = resp.get("x-request-id")
+    # two workers: each writes its access-log batch at the end of its own loop round, so
+    # the second request's line may be written before the first one's; wait for both
     b.wait_log(rf'"rid":"{rid}"', what="access")
+    b.wait_log(r'"target":"/echo\?a=%22b"', what="access")
     lines = [json.loads(l) for l in b.access_lines()]
     ok = next(l for l in lines if l["target"] == "/echo?a=%22b")
     assert ok["status"] == 200 and ok["upstream_status"] == 200 and ok["error"] is None

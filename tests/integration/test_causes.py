@@ -87,7 +87,7 @@ def test_no_response_header_within_read_timeout_is_504_http_response_timeout(bul
     resp = fetch(b.port, "/x")
     assert_generated(b, resp, 504, "http_response_timeout", o.addr)
     assert 0.25 <= resp.elapsed < 3.0, f"read_timeout 300ms, answered after {resp.elapsed:.2f}s"
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while not closed_after and time.monotonic() < deadline:
         time.sleep(0.01)
     assert closed_after and closed_after[0] is not None, "the upstream connection must be closed"

@@ -35,7 +35,7 @@ def test_slowloris_header_gets_408_within_header_timeout(bulwark, origin):
         elapsed = time.monotonic() - t0
         assert r.status == 408, r
         assert 0.8 <= elapsed < 3.0, f"408 after {elapsed:.2f}s with header_timeout 1s"
-        assert is_closed(c, timeout=2.0)
+        assert is_closed(c, timeout=10.0)
         assert time.monotonic() - t0 < 3.0
     finally:
         stop.set()
@@ -57,7 +57,7 @@ def test_byte_by_byte_request_line_gets_408(bulwark, origin):
         r = read_response(c)
         assert r.status == 408
         assert time.monotonic() - t0 < 3.0
-        assert is_closed(c, timeout=2.0)
+        assert is_closed(c, timeout=10.0)
     finally:
         stop.set()
         t.join()
@@ -102,7 +102,7 @@ def test_slow_second_request_on_a_kept_alive_connection_gets_408(bulwark, origin
         assert r.status == 408
         elapsed = time.monotonic() - t0
         assert 0.8 <= elapsed < 3.0, f"408 after {elapsed:.2f}s"
-        assert is_closed(c, timeout=2.0)
+        assert is_closed(c, timeout=10.0)
     finally:
         stop.set()
         t.join()
@@ -119,7 +119,7 @@ def test_stalled_body_gets_408_after_body_timeout(bulwark, origin):
     elapsed = time.monotonic() - t0
     assert r.status == 408, r
     assert 0.8 <= elapsed < 3.0, f"408 after {elapsed:.2f}s with body_timeout 1s"
-    assert is_closed(c, timeout=2.0)
+    assert is_closed(c, timeout=10.0)
 
 
 def test_stalled_chunked_body_gets_408(bulwark, origin):
@@ -132,7 +132,7 @@ def test_stalled_chunked_body_gets_408(bulwark, origin):
     r = read_response(c)
     assert r.status == 408, r
     assert 0.8 <= time.monotonic() - t0 < 3.0
-    assert is_closed(c, timeout=2.0)
+    assert is_closed(c, timeout=10.0)
 
 
 def test_stalled_body_before_any_body_byte_gets_408(bulwark, origin):
@@ -144,7 +144,7 @@ def test_stalled_body_before_any_body_byte_gets_408(bulwark, origin):
     r = read_response(c)
     assert r.status == 408, r
     assert 0.8 <= time.monotonic() - t0 < 3.0
-    assert is_closed(c, timeout=2.0)
+    assert is_closed(c, timeout=10.0)
 
 
 def test_slow_but_steady_body_is_not_cut(bulwark, origin):
@@ -190,12 +190,12 @@ def test_body_that_stops_after_some_bytes_gets_408(bulwark, origin):
     b = bulwark(simple_config([o.addr], extra_top=TIMEOUTS))
     c = client(b.port, timeout=5)
     c.sock.sendall(b"POST /sink HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while not o.requests:  # bulwark has taken the header and forwarded it
         assert time.monotonic() < deadline, "header never reached the origin"
         time.sleep(0.01)
     c.sock.sendall(b"y" * 30)
     r = read_response(c)
     assert r.status == 408, r
-    assert is_closed(c, timeout=2.0)
+    assert is_closed(c, timeout=10.0)
     b.wait_log(r'"POST /sink HTTP/1.1" 408 ', what="access")

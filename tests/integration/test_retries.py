@@ -1,12 +1,19 @@
 """Retries: a failed attempt moves to another server when replaying the request is
 safe (nothing sent, or an idempotent request with nothing answered), never after a
 response byte reached the client, and within `retries`."""
+import hashlib
 import json
 import re
+import select
+import threading
+import time
+
+import pytest
 
 from conftest import simple_config
-from origins import free_port
-from origins.faulty import Blackhole, fetch, reset_after_request, send_then_close
+from origins import client, free_port, read_request, read_response
+from origins.faulty import (Blackhole, fetch, record, reset, reset_after_request,
+                            send_then_close)
 
 
 def upstream(servers, extra=""):
@@ -183,3 +190,42 @@ def test_retries_exhausted_answers_the_last_cause(bulwark, origin):
     line = access_line(b, rid)
     assert f" upstream={last_server} " in line
     assert f" attempts=2 error={last_error} " in line, line
+
+
+def test_chunked_post_retried_before_its_body_was_sent_keeps_its_body(bulwark, origin):
+    """The first server reads the request header and resets before any body byte was
+    sent: bulwark may retry (the upstream cannot have acted on a request it did not
+    have) or answer 502, but never blame the client. The old engine replayed the body
+    from a client buffer where the chunked decoder had already consumed the chunk-size
+    line: the data was parsed as a size line and the client got 400 http_request_error."""
+    reset_done = threading.Event()
+
+    def header_then_reset(c, o):
+        method, target, _version, headers = read_request(c)
+        record(o, method, target, headers)
+        reset(c.sock)
+        reset_done.set()
+
+    bad = origin(header_then_reset)
+    good = origin()
+    b = bulwark(upstream([bad.addr, good.addr]))  # round robin: the first request goes to bad
+    body = b"x" * 1000
+    c = client(b.port)
+    c.sock.sendall(b"POST /sink HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + b"%x\r\n" % len(body))
+    assert reset_done.wait(10), "the first server never got the request"
+    # the data comes after bulwark has moved on: the retry's header reached the good
+    # server, or bulwark gave up (then it answers at once)
+    deadline = time.monotonic() + 10
+    answered = False
+    while not good.requests and not answered and time.monotonic() < deadline:
+        answered = bool(select.select([c.sock], [], [], 0.02)[0])
+    assert good.requests or answered, "bulwark neither retried nor answered within 10 s"
+    if not answered:
+        c.sock.sendall(body + b"\r\n0\r\n\r\n")
+    r = read_response(c, "POST")
+    if r.status == 200:
+        assert r.json() == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    else:
+        assert r.status == 502 and r.header("Proxy-Status", "").startswith(
+            "bulwark; error=connection_terminated"), r

@@ -5,7 +5,7 @@ behave on purpose:
   /echo...         200 JSON describing the request (method, target, headers, body size+sha256)
   /status/N        status N, empty body (no body for 1xx/204/304)
   /bytes/N         N bytes with Content-Length       /chunked/N  N bytes chunked
-  /close/N         N bytes, no length, then close     /stream/N   N bytes in 64 KiB writes
+  /close/N         N bytes, no length, then close     /stream/N   as /bytes/N (any size)
   /sink            reads the body as it streams, answers its length and sha256
   /ws              WebSocket echo (RFC 6455 handshake, text/binary frames echoed)
   /early/N         103 Early Hints, then N bytes
@@ -26,10 +26,18 @@ PATTERN = bytes(range(256)) * 256  # 64 KiB of a known pattern
 
 def pattern_bytes(n):
     """The body /bytes/N, /chunked/N, /close/N and /stream/N send."""
-    out = bytearray()
-    while len(out) < n:
-        out += PATTERN[: n - len(out)]
-    return bytes(out)
+    return (PATTERN * (n // len(PATTERN) + 1))[:n]
+
+
+def pattern_pieces(n, piece=65000):
+    """pattern_bytes(n) as pieces of at most piece bytes (<= 65280), without building it:
+    the pattern repeats every 256 bytes, so any piece is a slice of PATTERN."""
+    view = memoryview(PATTERN)
+    off = 0
+    while off < n:
+        k = min(piece, n - off)
+        yield view[off % 256: off % 256 + k]
+        off += k
 
 
 def free_port():
@@ -262,31 +270,28 @@ class Origin:
             n = int(parts[1])
             for _ in iter_body(c, headers):
                 pass
-            body = pattern_bytes(n)
-            if parts[0] == "bytes":
-                return send(200, body)
-            if parts[0] == "early":
+            # The header goes out first and the body in pieces, never built whole: N may
+            # be huge (64 MiB to 1 GiB), and building it delayed the header by seconds
+            # under load (a 504 from read_timeout) and, for 48 concurrent streams, took
+            # GiBs and starved the test process of the GIL.
+            kind = parts[0]
+            if kind == "early":
                 s.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
-                return send(200, body)
-            if parts[0] == "chunked":
+            if kind == "chunked":
                 s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
                 if not head:
-                    for i in range(0, n, 10000):
-                        piece = body[i:i + 10000]
+                    for piece in pattern_pieces(n, 10000):
                         s.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
                     s.sendall(b"0\r\n\r\n")
                 return True
-            if parts[0] == "close":
-                s.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + (b"" if head else body))
-                return False
-            # stream: N may be huge; never hold it in memory
-            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
-            left = n
-            while left and not head:
-                piece = PATTERN[: min(left, len(PATTERN))]
-                s.sendall(piece)
-                left -= len(piece)
-            return True
+            if kind == "close":
+                s.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+            else:  # bytes, early, stream
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+            if not head:
+                for piece in pattern_pieces(n):
+                    s.sendall(piece)
+            return kind != "close"
         if parts[0] == "sink":
             h = hashlib.sha256()
             total = 0

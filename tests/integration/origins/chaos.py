@@ -135,7 +135,7 @@ class OriginProcess:
         self.stalled = False
         self.start()
 
-    def start(self, timeout=10.0):
+    def start(self, timeout=30.0):  # a Python start-up on a loaded machine
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--port", str(self.port),

@@ -295,7 +295,7 @@ def fetch(port, path="/", method="GET", headers=(), body=b"", timeout=10.0, sock
             sock.close()
 
 
-def wait_refused(port, timeout=5.0):
+def wait_refused(port, timeout=20.0):
     """Wait until connect() to port is refused (the listener closed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
