@@ -115,7 +115,7 @@ void attempt_end(struct request *r, enum cause cause, int err)
     int64_t header_ms = cause == CAUSE_NONE ? span_ms(a->t_connect_ms, now) : -1;
     if (r->attempts >= 1 && r->attempts <= OBSERVE_MAX_ATTEMPTS)
         r->evidence[r->attempts - 1] = (struct attempt_evidence){
-            a->server->cfg->name, cause, err, connect_ms, a->uc && a->uc->reused};
+            a->server->cfg->name, cause, err, connect_ms, a->reused};
     observe_attempt_end(a->server->stats, cause, err, connect_ms, header_ms, r->rid);
     report_to_passive_checks(r, cause);
 }
@@ -149,11 +149,7 @@ void attempt_log_failure(struct request *r, const char *what, enum cause cause, 
 
 static bool untried_left(const struct request *r)
 {
-    const struct upstream_group *g = r->group;
-    for (size_t i = 0; i < g->num_servers; i++)
-        if (i >= 64 || !(r->tried & (1ull << i)))
-            return true;
-    return false;
+    return upstream_untried_left(r->group, r->tried);
 }
 
 static void attempt_event(struct io *io, uint32_t events);
@@ -173,7 +169,7 @@ void attempt_failed(struct request *r, enum cause cause, int err, const char *wh
                     const char *detail)
 {
     struct attempt *a = &r->at;
-    bool reused = a->uc && a->uc->reused;
+    bool reused = a->reused;
     bool sent = a->sent_any;
     /* The upstream went away before it had the whole request. */
     bool partial = !outq_empty(&r->up_out) || !r->req_body.done;
@@ -338,7 +334,7 @@ void attempt_start(struct request *r)
         if (srv->index < 64)
             r->tried |= 1ull << srv->index;
         r->attempts++;
-        a->sent_any = a->got_any = a->waiting = a->write_dead = false;
+        a->sent_any = a->got_any = a->waiting = a->write_dead = a->reused = false;
         a->t_connect_ms = loop_now_ms(session_loop(s));
         a->t_connected_ms = a->t_header_ms = 0;
         observe_attempt_start(srv->stats);
@@ -346,6 +342,7 @@ void attempt_start(struct request *r)
         if (rc == 0) {
             observe_pool_acquire(uc->reused);
             a->uc = uc;
+            a->reused = uc->reused;
             uc->owner = r;
             uc->io.on_event = attempt_event;
             transport_init(&a->t, uc->io.fd);

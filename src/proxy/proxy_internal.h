@@ -200,6 +200,7 @@ struct attempt {
     bool sent_any;   /* a request byte was written */
     bool got_any;    /* a response byte arrived */
     bool waiting;    /* the request is all sent: read_timeout bounds the whole head */
+    bool reused;     /* it runs on a pooled connection (kept for the evidence) */
     bool write_dead; /* the upstream stopped reading the request; its response may still come */
 };
 

@@ -342,10 +342,11 @@ bool upstream_group_any_up(const struct upstream_group *g)
     return any_up_in(g, 0, g->num_servers, true);
 }
 
-struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, uint64_t tried)
+/* The servers a pick may choose from (k), or false when there are none. */
+static bool candidates(const struct upstream_group *g, uint64_t tried, struct skip *out)
 {
     if (g->num_servers == 0)
-        return NULL;
+        return false;
     size_t primaries = g->num_servers - g->cfg->num_backup;
     struct skip k = {.tried = tried, .skip_down = true};
     /* Passive ejection routes around outliers; it never makes a group
@@ -365,8 +366,28 @@ struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, u
         k.end = g->num_servers;
         k.skip_down = false;
     } else {
-        return NULL;
+        return false;
     }
+    *out = k;
+    return true;
+}
+
+bool upstream_untried_left(const struct upstream_group *g, uint64_t tried)
+{
+    struct skip k;
+    if (!candidates(g, tried, &k))
+        return false;
+    for (size_t i = k.first; i < k.end; i++)
+        if (!skipped(g, k, i))
+            return true;
+    return false;
+}
+
+struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, uint64_t tried)
+{
+    struct skip k;
+    if (!candidates(g, tried, &k))
+        return NULL;
     bool untried = false;
     for (size_t i = k.first; i < k.end && !untried; i++)
         untried = !skipped(g, k, i);

@@ -219,6 +219,11 @@ void upstream_set_leave(struct upstream_set *set);
  * ignores slow start. */
 struct upstream_server *upstream_pick(struct upstream_group *g, uint64_t hash, uint64_t tried);
 
+/* Whether a pick could still choose a server not in tried (the same
+ * candidates as upstream_pick: up primaries, else up backups...). For the
+ * retry rule: a retry is possible only when this is true. No side effect. */
+bool upstream_untried_left(const struct upstream_group *g, uint64_t tried);
+
 /* Whether some server of g (primary or backup) is up: false means a pick
  * finds nothing unless panic_mode. */
 bool upstream_group_any_up(const struct upstream_group *g);
