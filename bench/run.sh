@@ -5,7 +5,8 @@
 # then a summary: bulwark/nginx and bulwark/HAProxy for req/s and p99, and KiB per idle connection.
 #
 # usage: bench/run.sh [-s small,64k,close] [-n IDLE_CONNS (default 8000; 0 skips)] [--peers LIST]
-#                     [any other proxy-bench.sh argument, e.g. -r 5 -d 10 -c 64]
+#                     [-f CONFIG (default bench/bench.yaml; bench/protect.yaml: health checks,
+#                     max_conns, ejection, budget on)] [any other proxy-bench.sh argument, e.g. -r 5]
 # Logs (tables, bulwark's stderr per run) go to $BENCH_LOG_DIR, default a new /tmp/bulwark-bench.*
 # directory that is kept and named at the end. Takes about 5 minutes with the defaults.
 set -euo pipefail
@@ -15,11 +16,12 @@ SHARED=$ROOT/../shared/bench
 cd "$ROOT"   # the candidate commands name ./bulwark and bench/*.yaml relative to the repo root
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
-SCENARIOS=small,64k,close N=8000 PEERS=() PASS=()
+SCENARIOS=small,64k,close N=8000 PEERS=() PASS=() CONFIG=bench/bench.yaml
 while [ $# -gt 0 ]; do
   case $1 in
     -s) SCENARIOS=${2:?-s needs a list}; shift 2 ;;
     -n) N=${2:?-n needs a number}; shift 2 ;;
+    -f) CONFIG=${2:?-f needs a config file}; shift 2 ;;
     --peers) PEERS=(--peers "${2:?--peers needs a list}"); shift 2 ;;
     -h | --help) usage 0 ;;
     *) PASS+=("$1"); shift ;;
@@ -46,7 +48,7 @@ say "nginx:   $(nginx -v 2>&1 | sed 's/^nginx version: //')"
 say "HAProxy: $(haproxy -v 2>/dev/null | head -n1 | sed 's/^HAProxy version //; s/ - https.*//')"
 say "wrk:     $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')"
 say "host:    $(uname -sr), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-say "args:    $(echo -s "$SCENARIOS" -n "$N" "${PEERS[@]}" "${PASS[@]}")"
+say "args:    $(echo -s "$SCENARIOS" -n "$N" -f "$CONFIG" "${PEERS[@]}" "${PASS[@]}")"
 say ""
 
 failed=0
@@ -55,7 +57,7 @@ for s in "${SC[@]}"; do
   blog=$LOG/bulwark-$s.log
   say "== proxy-bench.sh -s $s"
   if ! "$SHARED/proxy-bench.sh" -s "$s" "${PEERS[@]}" "${PASS[@]}" \
-      --candidate "./bulwark -c bench/bench.yaml 2>>$(printf %q "$blog")" --name bulwark 2>&1 |
+      --candidate "./bulwark -c $CONFIG 2>>$(printf %q "$blog")" --name bulwark 2>&1 |
       tee -a "$OUT"; then
     failed=1
     say "proxy-bench.sh -s $s failed; bulwark's stderr (last lines of $blog):"
