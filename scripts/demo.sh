@@ -114,6 +114,8 @@ hint "curl $U/" "still 200: the dead backend's turn is retried"
 hint "" "on the live one (see the error log lines)"
 hint "curl -i $U/crash" "a GET is retried on the other backends: each"
 hint "" "exits in turn; then 502 connection_refused"
+hint "" "(the health checks log each backend going down;"
+hint "" "with both down, 503 destination_unavailable at once)"
 printf '\n  Access and error log lines appear below. Ctrl-C stops bulwark and the backends.\n\n' >&2
 
 # Foreground: report backends that exit (e.g. /crash), stop when bulwark exits or on Ctrl-C.
