@@ -71,10 +71,18 @@ KNOWN = {
     "free_retry_reuses_pool": "the free retry after a stale pooled connection takes another "
                               "pooled connection, which may be stale too "
                               "(test_repro_free_retry_takes_a_new_connection)",
-    "abort_resets_earlier_response": "aborting a response closes the connection with "
-                                     "pipelined requests unread: the reset destroys the tail of "
-                                     "the earlier, whole responses still in flight "
-                                     "(test_repro_abort_keeps_earlier_responses)",
+    "close_resets_pipelined": "closing a connection (an abort, or after a last response) with "
+                              "pipelined requests still unread in the socket sends a reset, "
+                              "which destroys the response bytes still in flight "
+                              "(test_repro_abort_keeps_earlier_responses)",
+    "early_response_lost": "an upstream that answers before reading the whole request body, "
+                           "then resets: the reset reaches the body write first, and the "
+                           "answer waiting in the socket becomes a 502 "
+                           "(test_repro_early_response_then_reset_is_relayed)",
+    "reset_after_write_error_looks_clean": "a reset first reported to a write (the request body "
+                                           "still going out) makes the next read return 0: a "
+                                           "close-delimited body cut by it is relayed as whole "
+                                           "(test_repro_reset_seen_by_write_is_not_a_clean_end)",
     "failed_attempt_not_marked_reused": "attempt_details[].reused is false for every failed "
                                         "attempt, pooled or not "
                                         "(test_repro_failed_attempt_evidence_marks_reused)",
@@ -536,6 +544,7 @@ class Script:
         self.status = 200
         self.interims = []       # non-100 interim statuses it sends
         self.any_interim = False
+        self.framing = "length"
         self.body = b""          # body data it sends (whole, or up to the fault)
         self.complete = True     # the response it sends is whole and valid
         self.head_complete = True
@@ -635,6 +644,7 @@ def make_script(seed, rid, attempt, method):
             if st != 100:
                 s.interims.append(st)
     s.any_interim = bool(interims)
+    s.framing = framing
     s.body = sent_body
     if framing == "close":
         s.keep_open = False
@@ -1163,10 +1173,10 @@ class Client:
     def ended(self, req, resp, rd, how, later):
         """The connection ended before req's answer was whole."""
         raw = bytes(rd.buf[resp.raw_start:])
-        if rd.reset and resp.get("X-Echo") is not None and self.cut_by_later_abort(later):
+        if rd.reset and resp.get("X-Echo") is not None and later:
             # the known bug: a later request's abort reset the connection
-            self.stats.violation("a whole response was destroyed by the reset of a later "
-                                 "request's abort", req, raw, known="abort_resets_earlier_response")
+            self.stats.violation("a response was destroyed by a reset, with pipelined requests "
+                                 "sent behind it", req, raw, known="close_resets_pipelined")
             with self.stats.lock:
                 for r in [req] + later:
                     self.stats.outcomes[r.id] = "reset"
@@ -1192,14 +1202,6 @@ class Client:
             self.stats.outcomes[req.id] = "cut"
         self.stats.count("cut mid-body")
         self.judge_relayed(req, resp, raw)
-
-    def cut_by_later_abort(self, later):
-        with self.origin.lock:
-            for r in later:
-                atts = self.origin.attempts.get(r.id)
-                if atts and not atts[-1].script.complete:
-                    return True
-        return False
 
     def judge(self, req, resp, raw):
         with self.stats.lock:
@@ -1260,7 +1262,9 @@ class Client:
             want = b"" if req.method == "HEAD" else s.body
             if not s.complete:
                 known = "http10_cut_looks_whole" if req.minor == 0 and \
-                    resp.framing == "close" and s.body.startswith(bytes(resp.body)) else None
+                    resp.framing == "close" and s.body.startswith(bytes(resp.body)) else \
+                    "reset_after_write_error_looks_clean" if s.early and \
+                    s.framing == "close" and s.body == bytes(resp.body) else None
                 self.stats.violation("a cut response was relayed as whole", req, raw,
                                      script=s.summary(), got_len=len(resp.body),
                                      origin_len=len(want), known=known)
@@ -1304,8 +1308,10 @@ class Client:
                                              raw))
             return
         s = atts[-1].script
-        known = "interim_then_eof" if s.any_interim and s.head_complete and \
-            cause == "connection_terminated" else None
+        known = None
+        if s.head_complete and cause == "connection_terminated":
+            known = "early_response_lost" if s.early else \
+                "interim_then_eof" if s.any_interim else None
         if s.complete:
             self.stats.violation(f"{resp.status} {cause} although the origin answered attempt "
                                  f"{len(atts)} whole", req, raw, script=s.summary(), known=known)
@@ -1591,14 +1597,24 @@ def client_exchange(port, data, timeout=10.0, pause=None):
 
 @pytest.mark.xfail(strict=True, reason="known bug interim_then_eof")
 def test_repro_interim_then_close(bulwark):
+    got_head, go = threading.Event(), threading.Event()
+
     def handler(s, n, seen):
         read_head(s)
+        got_head.set()
+        go.wait(10)
         s.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
                   b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
     addr, _, stop = serve_raw(handler)
     try:
         b = bulwark(config_for(addr))
-        got, _ = client_exchange(b.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        c = socket.create_connection(("127.0.0.1", b.port), timeout=5)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert got_head.wait(10)
+        # the 103, the final answer and the close all wait for bulwark at once
+        with stopped(b, lambda: go.set() or not upstream_established(port_of(addr))):
+            pass
+        got = read_to_end(c)
         assert got.startswith(b"HTTP/1.1 103 "), got
         assert b"HTTP/1.1 200 OK\r\n" in got and got.endswith(b"\r\n\r\nhello"), got
     finally:
@@ -1696,6 +1712,58 @@ def test_repro_failed_attempt_evidence_marks_reused(bulwark, tmp_path):
         stop()
 
 
+def port_of(addr):
+    return int(addr.rsplit(":", 1)[1])
+
+
+def unread(sock):
+    """Bytes waiting in sock's receive queue."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+class stopped:
+    """with stopped(b, ready): bulwark is stopped (SIGSTOP) until ready()
+    returns true, so that all that ready() waits for reaches it at once."""
+
+    def __init__(self, b, ready, timeout=10.0):
+        self.b, self.ready, self.timeout = b, ready, timeout
+
+    def __enter__(self):
+        self.b.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: all_stopped(self.b.pid), "bulwark did not stop")
+            wait_until(self.ready, "the condition bulwark was stopped for", self.timeout)
+        except BaseException:
+            self.b.proc.send_signal(signal.SIGCONT)
+            raise
+
+    def __exit__(self, *exc):
+        self.b.proc.send_signal(signal.SIGCONT)
+
+
+def all_stopped(pid):
+    """Every thread of pid is stopped (a signal's delivery is asynchronous)."""
+    states = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            pass
+    return bool(states) and all(st == "T" for st in states)
+
+
+def read_to_end(c):
+    rd = Reader(c)
+    try:
+        while True:
+            rd.fill()
+    except (Ended, Hang):
+        pass
+    c.close()
+    return bytes(rd.buf)
+
+
 def upstream_established(origin_port):
     """Established connections to origin_port, from /proc/net/tcp."""
     with open("/proc/net/tcp") as f:
@@ -1761,7 +1829,7 @@ def test_failed_body_write_does_not_desync(bulwark):
         stop()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug abort_resets_earlier_response")
+@pytest.mark.xfail(strict=True, reason="known bug close_resets_pipelined")
 def test_repro_abort_keeps_earlier_responses(bulwark):
     big = 300_000
 
@@ -1793,5 +1861,90 @@ def test_repro_abort_keeps_earlier_responses(bulwark):
         assert head.startswith(b"HTTP/1.1 200 "), got[:300]
         assert len(rest) >= big, f"the whole /big response was sent, {len(rest)} of {big} " \
                                  "body bytes arrived"
+    finally:
+        stop()
+
+
+def post_streaming(port, size, timeout=10.0):
+    """POST a body of size bytes from a thread of its own (bulwark may stop
+    reading it); return (bytes received until the end or quiet, reset?)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+    def send():
+        try:
+            c.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+            chunk = b"z" * 65536
+            for _ in range(size // len(chunk)):
+                c.sendall(chunk)
+        except OSError:
+            pass
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    rd = Reader(c)
+    try:
+        while True:
+            rd.fill()
+    except (Ended, Hang):
+        pass
+    finally:
+        c.close()
+        t.join(timeout)
+    return bytes(rd.buf), rd.reset
+
+
+@pytest.mark.xfail(strict=True, reason="known bug early_response_lost")
+def test_repro_early_response_then_reset_is_relayed(bulwark):
+    full, go = threading.Event(), threading.Event()
+
+    def handler(s, n, seen):
+        read_head(s)
+        # wait until bulwark's body writes are blocked (the body fills the pipe)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and unread(s) < 1 << 20:
+            time.sleep(0.01)
+        full.set()
+        go.wait(10)
+        # answers without reading the body (as a 403 or 413 does), then resets
+        s.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\nConnection: close\r\n\r\n"
+                  b"denied")
+        wait_sent(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    addr, _, stop = serve_raw(handler)
+    try:
+        b = bulwark(config_for(addr))
+        out = []
+        t = threading.Thread(target=lambda: out.append(post_streaming(b.port, 16 << 20, timeout=3)),
+                             daemon=True)
+        t.start()
+        assert full.wait(10), "the origin's receive buffer did not fill"
+        # the answer and the reset arrive together, while a body write waits
+        with stopped(b, lambda: go.set() or not upstream_established(port_of(addr))):
+            pass
+        t.join(20)
+        got = out[0][0]
+        assert got.startswith(b"HTTP/1.1 403 "), got[:400]
+    finally:
+        stop()
+
+
+@pytest.mark.xfail(strict=True, reason="known bug reset_after_write_error_looks_clean")
+def test_repro_reset_seen_by_write_is_not_a_clean_end(bulwark):
+    def handler(s, n, seen):
+        read_head(s)
+        # an early answer, close-delimited, while the body still comes...
+        s.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart1-")
+        time.sleep(0.5)
+        # ...then more of it and a reset: the body is cut, not ended
+        s.sendall(b"part2")
+        wait_sent(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    addr, _, stop = serve_raw(handler)
+    try:
+        b = bulwark(config_for(addr))
+        got, _ = post_streaming(b.port, 8 << 20, timeout=5)
+        assert got.startswith(b"HTTP/1.1 200 "), got[:400]
+        assert b"Transfer-Encoding: chunked" in got, got[:400]
+        assert not got.endswith(b"\r\n0\r\n\r\n"), \
+            f"a body cut by a reset ends with the last chunk: {got[-200:]!r}"
     finally:
         stop()
