@@ -35,7 +35,12 @@ Every request carries an id (path, X-Fuzz-Id, body) that the origin echoes
 
 BULWARK_FUZZ_SEED replays a seed (every failure message names it),
 BULWARK_FUZZ_SECONDS runs longer (default 20), BULWARK_FUZZ_CONNS sets the
-number of concurrent client connections (default 6). The request sequence of
+number of concurrent client connections (default 6), BULWARK_FUZZ_STRICT=1
+fails on the known bugs too. Known bugs (KNOWN) are violations with a narrow
+signature and a minimal reproduction at the end of this file (xfail, strict):
+the run counts and names them instead of failing; any other violation fails
+it, with the evidence (request and response bytes, the origin's script) in
+violations.txt beside the test's logs. The request sequence of
 each connection and each origin answer follow from the seed; thread timing does
 not, so a replay reproduces the traffic, not always the interleaving.
 """
