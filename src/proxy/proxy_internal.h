@@ -309,6 +309,15 @@ static inline bool request_head_sent(const struct request *r)
     return r->state == REQ_RELAY || r->state == REQ_TUNNEL || r->state == REQ_LOCAL;
 }
 
+/* Body bytes of this request are still in the client buffer (not read yet,
+ * or queued for the upstream but not sent): where the client's next request
+ * starts is unknown, so the connection must not be kept alive. Parsing them
+ * as a request would forward a request the client's body carried. */
+static inline bool request_body_pending(const struct request *r)
+{
+    return !r->req_body.done || outq_has_body(&r->up_out);
+}
+
 enum session_phase {
     PHASE_IDLE = 0, /* between requests (keep-alive) */
     PHASE_HEADER,   /* some bytes of a request header arrived */
