@@ -317,7 +317,9 @@ void attempt_start(struct request *r)
             what = "DNS lookup for";
             rc = -1;
         } else {
-            rc = upstream_connect(srv, &uc);
+            /* The free retry follows a pooled connection the server had
+             * closed: the next pooled one may be as stale. A new one. */
+            rc = upstream_connect(srv, &uc, a->free_pending);
             if (rc == -EBUSY) {
                 if (srv->index >= 64) {
                     request_queue(r, r->requeue_front);
@@ -335,6 +337,7 @@ void attempt_start(struct request *r)
             r->tried |= 1ull << srv->index;
         r->attempts++;
         a->sent_any = a->got_any = a->waiting = a->write_dead = a->reused = false;
+        a->write_err = a->read_err = 0;
         a->t_connect_ms = loop_now_ms(session_loop(s));
         a->t_connected_ms = a->t_header_ms = 0;
         observe_attempt_start(srv->stats);

@@ -72,15 +72,14 @@ static bool upstream_send(struct request *r)
             int rc = outq_flush(&a->t, &r->up_out, &wrote);
             a->sent_any |= wrote;
             if (rc < 0) {
-                if (!a->got_any && r->state == REQ_FORWARD) {
-                    attempt_failed(r, CAUSE_CONNECTION_TERMINATED, -rc, "request to", NULL);
-                    return true;
-                }
-                /* The upstream stopped reading; its response may still come.
-                 * What the client still sends is not read: close after. */
+                /* The upstream stopped reading. Its response may already be
+                 * waiting in the socket (an early 403 before a reset): read
+                 * it before judging the attempt (receive_head does). What
+                 * the client still sends is not read: close after. The
+                 * queue is kept as it is: it tells a retry what was sent. */
                 a->write_dead = true;
-                outq_drop_body(&r->up_out);
-                buf_release(&r->up_out.gen);
+                a->write_err = -rc;
+                a->t.readable = true;
                 s->closing = true;
                 break;
             }
@@ -275,6 +274,22 @@ static bool handle_head(struct request *r, const struct http_response *resp, siz
     return true;
 }
 
+/* The upstream closed or reset before a whole response head: another
+ * attempt if nothing came back (the retry rules decide), else a 502. */
+static void upstream_gone_before_head(struct request *r, int err)
+{
+    struct attempt *a = &r->at;
+    if (!err)
+        err = a->write_err;
+    if (!a->got_any) {
+        attempt_failed(r, CAUSE_CONNECTION_TERMINATED, err, "request to", NULL);
+        return;
+    }
+    attempt_log_failure(r, "reading the response header from", CAUSE_CONNECTION_TERMINATED, err,
+                        err ? NULL : "closed before the end of the header");
+    request_fail(r, CAUSE_CONNECTION_TERMINATED, err);
+}
+
 /* Response heads: parse what is buffered, read more. */
 static bool receive_head(struct request *r)
 {
@@ -301,7 +316,17 @@ static bool receive_head(struct request *r)
                 return true;
             progress = true;
         }
-        if (r->state != REQ_FORWARD || !a->t.readable)
+        if (r->state != REQ_FORWARD)
+            return progress;
+        if (a->t.eof || a->read_err) {
+            /* The upstream closed: what it sent before is still to be
+             * parsed, once the interim response ahead of it has left. */
+            if (buf_len(&r->up_in) && !outq_empty(&r->cl_out))
+                return progress;
+            upstream_gone_before_head(r, a->read_err);
+            return true;
+        }
+        if (!a->t.readable)
             return progress;
         if (buf_acquire(&r->up_in) < 0) {
             request_fail(r, CAUSE_PROXY_INTERNAL_ERROR, ENOMEM);
@@ -321,16 +346,13 @@ static bool receive_head(struct request *r)
         ssize_t n = transport_read(&a->t, buf_tail(&r->up_in), buf_room(&r->up_in));
         if (n == -EAGAIN)
             return progress;
+        if (n < 0) {
+            a->read_err = (int)-n;
+            a->t.readable = false;
+        }
         if (n <= 0) {
-            int err = n < 0 ? (int)-n : 0;
-            if (!a->got_any) {
-                attempt_failed(r, CAUSE_CONNECTION_TERMINATED, err, "request to", NULL);
-                return true;
-            }
-            attempt_log_failure(r, "reading the response header from", CAUSE_CONNECTION_TERMINATED,
-                                err, n < 0 ? NULL : "closed before the end of the header");
-            request_fail(r, CAUSE_CONNECTION_TERMINATED, err);
-            return true;
+            progress = true;
+            continue; /* judged above, after what is buffered is parsed */
         }
         r->up_in.end += (uint32_t)n;
         a->got_any = true;
@@ -356,6 +378,8 @@ static bool receive_body(struct request *r)
     ssize_t n = transport_read(&a->t, buf_tail(&r->up_in), buf_room(&r->up_in));
     if (n == -EAGAIN)
         return false;
+    if (n == 0 && a->write_err == ECONNRESET)
+        n = -ECONNRESET; /* the write saw the reset: this end is not a clean close */
     if (n < 0) {
         /* A reset is never the end of a body, not even a close-delimited
          * one: the client must not take a truncated body as whole. */

@@ -202,6 +202,8 @@ struct attempt {
     bool waiting;    /* the request is all sent: read_timeout bounds the whole head */
     bool reused;     /* it runs on a pooled connection (kept for the evidence) */
     bool write_dead; /* the upstream stopped reading the request; its response may still come */
+    int write_err;   /* errno of the write that failed (ECONNRESET: the peer reset) */
+    int read_err;    /* errno of a failed read while waiting for the head */
 };
 
 /* Facts about a failed attempt (before any response byte), and what may
@@ -242,7 +244,9 @@ enum request_state {
 /* How a request ends (request_end). */
 enum request_ending {
     END_COMPLETE, /* the response went out whole: keep-alive, linger or close */
-    END_ABORT,    /* the client connection is cut (mid-response failure, client gone) */
+    END_CUT,      /* we cut the response short (the upstream failed mid-body): the client
+                     must see it cut, and earlier pipelined responses must still arrive */
+    END_ABORT,    /* the client is gone, or nothing more can be delivered: close */
 };
 
 struct request {
@@ -361,8 +365,12 @@ void session_close_idle(struct worker *w);
 void session_close_all(struct worker *w);
 void session_close(struct session *s);
 void session_drive(struct session *s);
-/* The request is over (request_end): keep-alive, linger or close. */
-void session_request_done(struct session *s, bool keep, bool linger);
+/* The request is over (request_end): keep-alive, linger, close, or reset
+ * (a cut the client could not see otherwise). */
+enum session_next { NEXT_KEEP, NEXT_LINGER, NEXT_CLOSE, NEXT_RESET };
+void session_request_done(struct session *s, enum session_next next);
+/* The client sent bytes we have not read (buffered, or still in the kernel). */
+bool session_input_pending(const struct session *s);
 
 /* request.c */
 struct request *request_new(struct session *s);

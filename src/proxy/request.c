@@ -132,24 +132,36 @@ void request_end(struct request *r, enum request_ending how)
     if (reusable && r->ka_timeout_s + r->ka_max)
         upstream_conn_keepalive_hint(r->at.uc, r->ka_timeout_s, r->ka_max);
     attempt_release(r, reusable);
-    if (how == END_ABORT) {
+    if (how != END_COMPLETE) {
         if (!r->status)
             r->status = 499;
         if (request_head_sent(r) && r->state != REQ_TUNNEL)
             r->aborted = true;
     }
     request_log(r);
-    bool complete = how == END_COMPLETE && r->state != REQ_TUNNEL;
-    bool keep =
-        complete && r->client_keep_alive && !s->closing && !request_body_pending(r) && !s->t.eof;
-    /* We close while the client may still be sending (a refused request,
-     * an unread body): linger, or its unread bytes make our close a reset
-     * that can destroy the response before the client reads it. */
-    bool linger = complete && !keep && !s->t.eof &&
-                  (r->state == REQ_LOCAL || request_body_pending(r) || buf_len(&s->in));
+    enum session_next next = NEXT_CLOSE;
+    if (how == END_COMPLETE && r->state != REQ_TUNNEL) {
+        if (r->client_keep_alive && !s->closing && !request_body_pending(r) && !s->t.eof)
+            next = NEXT_KEEP;
+        else if (!s->t.eof && (r->state == REQ_LOCAL || request_body_pending(r) ||
+                               session_input_pending(s)))
+            /* We close while the client may still be sending (a refused
+             * request, an unread body, pipelined requests): linger, or its
+             * unread bytes make our close a reset that can destroy the
+             * response before the client reads it. */
+            next = NEXT_LINGER;
+    } else if (how == END_CUT) {
+        /* A body without length or chunking (HTTP/1.0 client) ends with the
+         * close: only a reset tells the client it was cut. Otherwise its
+         * framing shows the cut, and lingering lets earlier pipelined
+         * responses still in the kernel reach it. */
+        bool framed = r->state != REQ_RELAY || r->resp_body.coding == BODY_RECHUNK ||
+                      r->resp_body.framing == HTTP_FRAMING_LENGTH;
+        next = !framed ? NEXT_RESET : s->t.eof ? NEXT_CLOSE : NEXT_LINGER;
+    }
     s->req = NULL;
     request_free(s->w, r);
-    session_request_done(s, keep, linger);
+    session_request_done(s, next);
 }
 
 void request_client_gone(struct request *r, int status)

@@ -100,7 +100,7 @@ void request_fail(struct request *r, enum cause cause, int err)
         if (!r->status)
             r->status = ci->status ? ci->status : 502;
         r->aborted = true;
-        request_end(r, END_ABORT);
+        request_end(r, END_CUT);
         return;
     }
     /* The request body may be half read or half sent: the next request's

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -164,18 +165,32 @@ static void session_linger(struct session *s)
     s->t.readable = true;
 }
 
-void session_request_done(struct session *s, bool keep, bool linger)
+bool session_input_pending(const struct session *s)
+{
+    int n = 0;
+    return buf_len(&s->in) || (ioctl(s->io.fd, FIONREAD, &n) == 0 && n > 0);
+}
+
+void session_request_done(struct session *s, enum session_next next)
 {
     s->requests++;
     if (s->closed)
         return;
-    if (linger) {
+    switch (next) {
+    case NEXT_LINGER:
         session_linger(s);
         return;
-    }
-    if (!keep) {
+    case NEXT_RESET: {
+        struct linger lg = {1, 0}; /* close() sends RST */
+        setsockopt(s->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         session_close(s);
         return;
+    }
+    case NEXT_CLOSE:
+        session_close(s);
+        return;
+    case NEXT_KEEP:
+        break;
     }
     s->phase = PHASE_IDLE;
     if (buf_len(&s->in) == 0)
@@ -275,6 +290,10 @@ static bool session_read_header(struct session *s)
                 if (hl < 0) {
                     r->minor_version = 1;
                     r->req_body.done = true;
+                    /* RFC 9110 9.3.2: the answer to a HEAD has no body, even a
+                     * refusal (the request line may be all that parsed). */
+                    if (buf_len(&s->in) >= 5 && memcmp(buf_head(&s->in), "HEAD ", 5) == 0)
+                        r->method = HTTP_METHOD_HEAD;
                     request_refuse(r, http_error_status(herr), CAUSE_HTTP_REQUEST_ERROR,
                                    http_error_text(herr));
                     return true;

@@ -461,12 +461,12 @@ static void slot_give(struct upstream_server *s)
         loop_defer(g->set->loop, &g->wait_wakeup);
 }
 
-int upstream_connect(struct upstream_server *s, struct upstream_conn **out)
+int upstream_connect(struct upstream_server *s, struct upstream_conn **out, bool fresh)
 {
     struct loop *loop = s->group->set->loop;
     if (!slot_take(s))
         return -EBUSY;
-    if (s->idle) {
+    if (s->idle && !fresh) {
         struct upstream_conn *c = s->idle;
         idle_unlink(c);
         loop_timer_cancel(loop, &c->idle_timer);

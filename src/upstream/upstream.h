@@ -285,14 +285,14 @@ bool upstream_budget_allows(uint32_t requests, uint32_t retries, int budget_pct)
 /* 64-bit FNV-1a hash of bytes, for hash keys. */
 uint64_t upstream_hash(const void *p, size_t n);
 
-/* Get a connection to s: an idle pooled one if any, else a new non-blocking
+/* Get a connection to s: an idle pooled one if any (unless fresh), else a new non-blocking
  * connect (registered with the loop; completion is reported as EPOLLOUT on
  * io). Returns 0 with *out set, or -errno when connect() failed at once
  * (ECONNREFUSED, ENETUNREACH, EMFILE...). The caller owns *out and must set
  * io.on_event and owner. -EBUSY: the server has max_conns exchanges in
  * flight across all workers (nothing was taken). s->in_flight and s->shared->in_flight are
  * incremented. */
-int upstream_connect(struct upstream_server *s, struct upstream_conn **out);
+int upstream_connect(struct upstream_server *s, struct upstream_conn **out, bool fresh);
 
 /* Give a connection back (in_flight - 1). reusable: the exchange ended
  * cleanly and the upstream allows keep-alive; it goes to the idle pool, else
