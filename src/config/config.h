@@ -100,12 +100,12 @@ struct config_upstream {
      * response with that status counts as a failure; default none. Read it
      * with config_fail_status(). */
     uint64_t fail_status[(CONFIG_STATUS_MAX - CONFIG_STATUS_MIN + 64) / 64];
-    int retry_budget_pct; /* retries at most this % of requests over 10 s; default 20 */
-    struct config_health health;        /* active checks; health.enabled false: none */
-    uint32_t slow_start_ms;             /* a server back up ramps its weight over this; 0: off */
-    size_t num_backup;                  /* the last num_backup of servers are backups */
-    bool panic_mode;                    /* all down: pick among all servers anyway, not 503 */
-    int line, column;                   /* where it was defined, for messages */
+    int retry_budget_pct;        /* retries at most this % of requests over 10 s; default 20 */
+    struct config_health health; /* active checks; health.enabled false: none */
+    uint32_t slow_start_ms;      /* a server back up ramps its weight over this; 0: off */
+    size_t num_backup;           /* the last num_backup of servers are backups */
+    bool panic_mode;             /* all down: pick among all servers anyway, not 503 */
+    int line, column;            /* where it was defined, for messages */
 };
 
 struct config_route {

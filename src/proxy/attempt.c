@@ -114,8 +114,8 @@ void attempt_end(struct request *r, enum cause cause, int err)
     int64_t connect_ms = span_ms(a->t_connect_ms, a->t_connected_ms);
     int64_t header_ms = cause == CAUSE_NONE ? span_ms(a->t_connect_ms, now) : -1;
     if (r->attempts >= 1 && r->attempts <= OBSERVE_MAX_ATTEMPTS)
-        r->evidence[r->attempts - 1] = (struct attempt_evidence){
-            a->server->cfg->name, cause, err, connect_ms, a->reused};
+        r->evidence[r->attempts - 1] =
+            (struct attempt_evidence){a->server->cfg->name, cause, err, connect_ms, a->reused};
     observe_attempt_end(a->server->stats, cause, err, connect_ms, header_ms, r->rid);
     report_to_passive_checks(r, cause);
 }
@@ -254,8 +254,8 @@ static void queue_timeout(struct timer *t)
     observe_queue_event(r->group->servers[0].stats, QUEUE_TIMEOUT);
     log_warn("upstream \"%s\": no connection slot (max_conns=%d) within queue_timeout=%ums; "
              "answered 503 cause=connection_limit_reached client=%s rid=%s",
-             r->group->cfg->name, r->group->cfg->max_conns, r->group->cfg->queue_timeout_ms,
-             s->ip, r->rid);
+             r->group->cfg->name, r->group->cfg->max_conns, r->group->cfg->queue_timeout_ms, s->ip,
+             r->rid);
     request_fail(r, CAUSE_CONNECTION_LIMIT_REACHED, 0);
     session_drive(s);
 }

@@ -278,7 +278,7 @@ struct request {
     struct body req_body;
     struct body req_body_start; /* to replay the body on a retry */
     struct outq up_out;
-    struct buf req_stage; /* a chunked request body is decoded here (see struct body) */
+    struct buf req_stage;  /* a chunked request body is decoded here (see struct body) */
     uint32_t up_hdr_len;   /* request head at the start of up_out.gen, kept for a retry */
     bool body_consumed;    /* body bytes left the client buffer: a replay is impossible */
     bool continue_pending; /* send 100 Continue before reading the body */

@@ -143,8 +143,8 @@ void request_end(struct request *r, enum request_ending how)
     if (how == END_COMPLETE && r->state != REQ_TUNNEL) {
         if (r->client_keep_alive && !s->closing && !request_body_pending(r) && !s->t.eof)
             next = NEXT_KEEP;
-        else if (!s->t.eof && (r->state == REQ_LOCAL || request_body_pending(r) ||
-                               session_input_pending(s)))
+        else if (!s->t.eof &&
+                 (r->state == REQ_LOCAL || request_body_pending(r) || session_input_pending(s)))
             /* We close while the client may still be sending (a refused
              * request, an unread body, pipelined requests): linger, or its
              * unread bytes make our close a reset that can destroy the

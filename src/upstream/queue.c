@@ -106,8 +106,8 @@ int upstream_wait(struct upstream_group *g, struct upstream_waiter *w, bool agai
     do {
         if (cur >= cap && !again)
             return -EBUSY;
-    } while (!atomic_compare_exchange_weak_explicit(g->pending, &cur, cur + 1,
-                                                    memory_order_relaxed, memory_order_relaxed));
+    } while (!atomic_compare_exchange_weak_explicit(g->pending, &cur, cur + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
     if (again) {
         w->prev = NULL;
         w->next = g->wait_head;

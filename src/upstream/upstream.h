@@ -183,8 +183,8 @@ struct upstream_group {
     struct upstream_waiter *wait_head, *wait_tail;
     uint32_t num_waiting;
     _Atomic uint32_t *pending;
-    struct timer wait_timer;     /* retries while slots are freed by other workers */
-    struct deferred wait_wakeup; /* a slot was freed here: wake after the event batch */
+    struct timer wait_timer;              /* retries while slots are freed by other workers */
+    struct deferred wait_wakeup;          /* a slot was freed here: wake after the event batch */
     struct upstream_group_shared *shared; /* all workers' budget counts (never NULL) */
     struct upstream_group_shared own;     /* shared points here when the registry had no room */
     uint64_t ramp_draw; /* least_conn slow start: a Weyl sequence, one step per pick */
