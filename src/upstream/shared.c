@@ -157,7 +157,10 @@ uint64_t upstream_shared_ejected_for(const struct upstream_shared *sh, uint64_t 
 
 bool upstream_shared_passed(struct upstream_shared *sh)
 {
+    /* A second back: the workers compare with their loop's clock, read
+     * once per event batch, which may lag this one. */
     uint64_t now = upstream_clock_ms();
+    now = now > 1000 ? now - 1000 : 1;
     uint64_t until = atomic_load_explicit(&sh->ejected_until_ms, memory_order_relaxed);
     /* End it now (not 0: the end of the last ejection times the back-off). */
     while (now < until &&
