@@ -1,0 +1,143 @@
+"""Attacks from outside: raw clients, misbehaving origins, signals at bad moments.
+
+Each test reproduces one bug found by attacking the binary. Some are memory errors
+that only an ASan build shows for certain (build it as in docs/contributing.md, run
+with BULWARK_BIN=build-asan/bulwark): those tests also assert that the process is
+still alive and that its output holds no sanitizer report."""
+import json
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+
+from conftest import simple_config
+from origins import free_port
+from origins.faulty import fetch
+
+
+def sanitizer_clean(bw):
+    out = bw.output()
+    assert "AddressSanitizer" not in out and "runtime error" not in out, out[-4000:]
+    assert bw.proc.poll() is None, "bulwark exited:\n" + out[-4000:]
+
+
+def wait_until(cond, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def metric(admin_port, name):
+    """Sum of every sample of metric `name` in /metrics."""
+    text = fetch(admin_port, "/metrics").data.decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def assert_settled(admin_port):
+    """Every in-flight gauge back to 0, no client connection left but ours."""
+    def settled():
+        return (metric(admin_port, "bulwark_upstream_in_flight") == 0
+                and metric(admin_port, "bulwark_client_connections") == 0)
+    try:
+        wait_until(settled, "gauges back to 0")
+    except AssertionError:
+        raise AssertionError("gauges not back to 0:\n" + fetch(admin_port, "/metrics").data.decode())
+
+
+def rst_close(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class RawOrigin:
+    """A listener whose accepted sockets the test drives by hand."""
+
+    def __init__(self):
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.addr = f"127.0.0.1:{self.port}"
+        self.conns = []
+        self.lock = threading.Lock()
+        self.t = threading.Thread(target=self._accept, daemon=True)
+        self.t.start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            c.settimeout(20)
+            with self.lock:
+                self.conns.append(c)
+
+    def conn(self, i, timeout=20.0):
+        return wait_until(lambda: len(self.conns) > i and self.conns[i], f"upstream conn {i}",
+                          timeout)
+
+    def close(self):
+        self.ls.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def recv_request_head(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def test_reload_with_queued_request_then_slot_frees_and_waiter_resets_in_one_batch(bulwark):
+    """A request waits in the queue (max_conns: 1) of a config a reload retired. In one
+    event batch the slot frees (a wake-up is deferred on the old group) and the waiter's
+    client resets (the last user of the old set leaves: the set is freed). The deferred
+    wake-up then ran on the freed group (ASan: heap-use-after-free in loop_run_deferred)."""
+    o = RawOrigin()
+    admin = free_port()
+    cfg = simple_config([o.addr], extra_upstream="    max_conns: 1\n    queue_timeout: 30s\n",
+                        extra_top=f'admin: "127.0.0.1:{admin}"\n')
+    bw = bulwark(cfg)
+    try:
+        a = socket.create_connection(("127.0.0.1", bw.port), timeout=20)
+        a.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        up = o.conn(0)
+        recv_request_head(up)
+        b = socket.create_connection(("127.0.0.1", bw.port), timeout=20)
+        b.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        wait_until(lambda: metric(admin, 'bulwark_upstream_queue_total{group="app",outcome="queued"}')
+                   >= 1, "the second request queued")
+        assert bw.reload(cfg.replace("30s", "29s"))
+        # Both events in one epoll batch: stop the process while they happen.
+        os.kill(bw.pid, signal.SIGSTOP)
+        try:
+            up.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            rst_close(b)
+            time.sleep(0.2)
+        finally:
+            os.kill(bw.pid, signal.SIGCONT)
+        assert a.recv(65536).startswith(b"HTTP/1.1 200")
+        a.close()
+        assert_settled(admin)
+        sanitizer_clean(bw)
+    finally:
+        o.close()
