@@ -129,7 +129,7 @@ void request_end(struct request *r, enum request_ending how)
         upstream_unwait(r->group, &r->waiter);
     loop_timer_cancel(session_loop(s), &r->at.timer);
     bool reusable = how == END_COMPLETE && r->at.uc && r->ex->reusable(r);
-    if (reusable && r->ka_timeout_s + r->ka_max)
+    if (reusable && (r->ka_timeout_s || r->ka_max))
         upstream_conn_keepalive_hint(r->at.uc, r->ka_timeout_s, r->ka_max);
     attempt_release(r, reusable);
     if (how == END_ABORT) {

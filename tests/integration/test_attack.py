@@ -141,3 +141,32 @@ def test_reload_with_queued_request_then_slot_frees_and_waiter_resets_in_one_bat
         sanitizer_clean(bw)
     finally:
         o.close()
+
+
+def test_keep_alive_max_is_honoured_next_to_a_huge_timeout(bulwark, origin):
+    """`Keep-Alive: timeout=4294967295, max=1`: both values are valid 32-bit numbers.
+    request_end() tested `ka_timeout_s + ka_max` (uint32_t) for "any hint", which wraps
+    to 0, so the whole hint, max=1 included, was dropped and the connection was reused
+    for ever. max=1 means this request and one more: 4 requests need 2 connections."""
+    from origins import read_request, iter_body
+    conns = []
+
+    def handler(c, o):
+        conns.append(c)
+        c.sock.settimeout(20)
+        try:
+            while True:
+                _m, _t, _v, headers = read_request(c)
+                for _ in iter_body(c, headers):
+                    pass
+                c.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                               b"Keep-Alive: timeout=4294967295, max=1\r\n\r\nok")
+        except (OSError, EOFError, ValueError):
+            return
+
+    o = origin(handler=handler)
+    bw = bulwark(simple_config([f"127.0.0.1:{o.port}"]))
+    for i in range(4):
+        r = fetch(bw.port, f"/{i}")
+        assert r.status == 200 and r.data == b"ok"
+    assert len(conns) == 2, f"{len(conns)} upstream connections for 4 requests with max=1"
