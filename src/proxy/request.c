@@ -140,12 +140,16 @@ void request_end(struct request *r, enum request_ending how)
     }
     request_log(r);
     bool complete = how == END_COMPLETE && r->state != REQ_TUNNEL;
-    bool keep = complete && r->client_keep_alive && !s->closing && r->req_body.done && !s->t.eof;
+    /* A body piece still queued for the upstream (an early response) is
+     * unconsumed in the client buffer: it must never be parsed as the
+     * next request. */
+    bool body_left = !r->req_body.done || outq_has_body(&r->up_out);
+    bool keep = complete && r->client_keep_alive && !s->closing && !body_left && !s->t.eof;
     /* We close while the client may still be sending (a refused request,
      * an unread body): linger, or its unread bytes make our close a reset
      * that can destroy the response before the client reads it. */
     bool linger = complete && !keep && !s->t.eof &&
-                  (r->state == REQ_LOCAL || !r->req_body.done || buf_len(&s->in));
+                  (r->state == REQ_LOCAL || body_left || buf_len(&s->in));
     s->req = NULL;
     request_free(s->w, r);
     session_request_done(s, keep, linger);

@@ -103,8 +103,10 @@ void request_fail(struct request *r, enum cause cause, int err)
         request_end(r, END_ABORT);
         return;
     }
-    /* The request body may be half read: the next request's start is unknown. */
-    if (!r->req_body.done)
+    /* The request body may be half read, or its last piece still queued,
+     * unconsumed in the client buffer (dropped below): the next request's
+     * start is unknown. */
+    if (!r->req_body.done || outq_has_body(&r->up_out))
         s->closing = true;
     buf_release(&r->up_in);
     buf_release(&r->up_out.gen);

@@ -170,3 +170,57 @@ def test_keep_alive_max_is_honoured_next_to_a_huge_timeout(bulwark, origin):
         r = fetch(bw.port, f"/{i}")
         assert r.status == 200 and r.data == b"ok"
     assert len(conns) == 2, f"{len(conns)} upstream connections for 4 requests with max=1"
+
+
+def test_body_queued_when_the_upstream_resets_is_never_parsed_as_a_request(bulwark):
+    """A POST head goes out; its body arrives while the upstream has just reset the
+    connection. The body is queued whole (req_body.done), the write fails, no retry
+    (one server), and request_fail() answered 502 keeping the connection alive: the
+    body bytes, never consumed from the client buffer, were parsed as the next request
+    and forwarded (request smuggling: `GET /smuggled` reached the upstream).
+    It must answer 502 and close (or linger), never read the body as a request."""
+    o = RawOrigin()
+    cfg = simple_config([o.addr])
+    bw = bulwark(cfg)
+    try:
+        inner = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        c = socket.create_connection(("127.0.0.1", bw.port), timeout=20)
+        c.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(inner))
+        up = o.conn(0)
+        assert recv_request_head(up).startswith(b"POST /upload ")
+        # The body arrives first, the reset right after, both before bulwark runs again:
+        # the client's event comes first in the batch, the write then fails.
+        os.kill(bw.pid, signal.SIGSTOP)
+        try:
+            c.sendall(inner)
+            time.sleep(0.1)
+            rst_close(up)
+            time.sleep(0.1)
+        finally:
+            os.kill(bw.pid, signal.SIGCONT)
+        c.settimeout(20)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += c.recv(65536)
+        assert data.startswith(b"HTTP/1.1 502 "), data[:200]
+        # Then the connection ends (after a linger at most): nothing else is parsed.
+        c.settimeout(5)
+        closed = False
+        try:
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                data += chunk
+        except ConnectionResetError:
+            closed = True
+        except socket.timeout:
+            pass
+        assert data.count(b"HTTP/1.1 ") == 1, data
+        assert len(o.conns) == 1, ("the request body was forwarded as a request: "
+                                   f"{len(o.conns)} upstream connections")
+        assert closed, "the connection stayed open after a 502 with the body unconsumed"
+        sanitizer_clean(bw)
+    finally:
+        o.close()
