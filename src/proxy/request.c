@@ -148,8 +148,8 @@ void request_end(struct request *r, enum request_ending how)
     /* We close while the client may still be sending (a refused request,
      * an unread body): linger, or its unread bytes make our close a reset
      * that can destroy the response before the client reads it. */
-    bool linger = complete && !keep && !s->t.eof &&
-                  (r->state == REQ_LOCAL || body_left || buf_len(&s->in));
+    bool linger =
+        complete && !keep && !s->t.eof && (r->state == REQ_LOCAL || body_left || buf_len(&s->in));
     s->req = NULL;
     request_free(s->w, r);
     session_request_done(s, keep, linger);

@@ -54,6 +54,22 @@ def assert_settled(admin_port):
         raise AssertionError("gauges not back to 0:\n" + fetch(admin_port, "/metrics").data.decode())
 
 
+def sigstop(pid, timeout=20.0):
+    """SIGSTOP, and wait until every thread is stopped (kill() returns before they are)."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped():
+        states = []
+        for t in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{t}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                pass
+        return states and all(st in ("T", "t") for st in states)
+    wait_until(stopped, "bulwark stopped", timeout)
+
+
 def rst_close(sock):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
@@ -97,6 +113,29 @@ class RawOrigin:
                 pass
 
 
+def read_one_response(sock, timeout=20.0):
+    """(status, body) of one response with a Content-Length, read from a raw socket."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError(data)
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError(data)
+        body += chunk
+    return int(head.split(b" ")[1]), body[:length]
+
+
 def recv_request_head(sock):
     data = b""
     while b"\r\n\r\n" not in data:
@@ -128,7 +167,7 @@ def test_reload_with_queued_request_then_slot_frees_and_waiter_resets_in_one_bat
                    >= 1, "the second request queued")
         assert bw.reload(cfg.replace("30s", "29s"))
         # Both events in one epoll batch: stop the process while they happen.
-        os.kill(bw.pid, signal.SIGSTOP)
+        sigstop(bw.pid)
         try:
             up.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             rst_close(b)
@@ -190,7 +229,7 @@ def test_body_queued_when_the_upstream_resets_is_never_parsed_as_a_request(bulwa
         assert recv_request_head(up).startswith(b"POST /upload ")
         # The body arrives first, the reset right after, both before bulwark runs again:
         # the client's event comes first in the batch, the write then fails.
-        os.kill(bw.pid, signal.SIGSTOP)
+        sigstop(bw.pid)
         try:
             c.sendall(inner)
             time.sleep(0.1)
@@ -224,3 +263,64 @@ def test_body_queued_when_the_upstream_resets_is_never_parsed_as_a_request(bulwa
         sanitizer_clean(bw)
     finally:
         o.close()
+
+
+def test_pooled_connection_closed_during_the_event_batch_is_not_reused_for_a_post(bulwark):
+    """The backend closes an idle pooled connection (FIN) while bulwark is busy; the
+    next event batch holds a client's POST before the pooled connection's close event.
+    The POST was sent on the closed connection, which then failed with
+    connection_terminated: a POST whose body was sent is not replayed, so the client got
+    a 502 although bulwark could have known the connection was closed. A pooled
+    connection is now checked (one MSG_PEEK) before reuse: the POST gets a new one."""
+    from origins import Conn, read_request, iter_body
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    close_idle = threading.Event()
+    accepted = []
+
+    def serve(sock):
+        c = Conn(sock)
+        sock.settimeout(20)
+        try:
+            _m, target, _v, headers = read_request(c)
+            n = sum(len(p) for p in iter_body(c, headers))
+            body = f"{target} {n}".encode()
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            close_idle.wait(20)  # then close the now idle connection
+        except (OSError, EOFError, ValueError):
+            pass
+        finally:
+            sock.close()
+
+    def accept():
+        while True:
+            try:
+                sock, _ = ls.accept()
+            except OSError:
+                return
+            accepted.append(sock)
+            threading.Thread(target=serve, args=(sock,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    bw = bulwark(simple_config([f"127.0.0.1:{ls.getsockname()[1]}"]))
+    try:
+        r = fetch(bw.port, "/first")
+        assert r.status == 200 and r.data == b"/first 0"
+        c = socket.create_connection(("127.0.0.1", bw.port), timeout=20)
+        sigstop(bw.pid)
+        try:
+            c.sendall(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            time.sleep(0.05)
+            close_idle.set()  # the FIN reaches bulwark's idle connection
+            wait_until(lambda: all(s.fileno() == -1 for s in accepted[:1]), "the idle close")
+            time.sleep(0.05)
+        finally:
+            os.kill(bw.pid, signal.SIGCONT)
+        status, body = read_one_response(c)
+        assert (status, body) == (200, b"/post 5"), (status, body)
+        c.close()
+        sanitizer_clean(bw)
+    finally:
+        ls.close()
