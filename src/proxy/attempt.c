@@ -236,6 +236,10 @@ static void request_queue(struct request *r, bool again)
         request_fail(r, CAUSE_CONNECTION_LIMIT_REACHED, 0);
         return;
     }
+    /* The wait is ours, not the client's: its body timer (armed while a
+     * failed attempt waited for body bytes) must not answer 408 while we
+     * read nothing; upstream_send arms it again when it waits for the client. */
+    loop_timer_cancel(session_loop(r->s), &r->s->timer);
     if (!again) {
         observe_queue_event(r->group->servers[0].stats, QUEUE_QUEUED);
         r->t_queued_ms = loop_now_ms(session_loop(r->s));

@@ -324,3 +324,89 @@ def test_pooled_connection_closed_during_the_event_batch_is_not_reused_for_a_pos
         sanitizer_clean(bw)
     finally:
         ls.close()
+
+
+def test_request_queued_after_a_failed_attempt_is_not_timed_out_as_a_slow_client(bulwark):
+    """max_conns: 1 on two servers. B is busy; a PUT goes to A, which takes its head
+    and resets while bulwark waits for the body (the client body timer runs). The
+    retry finds B full and queues. The body timer kept running in the queue, where
+    bulwark reads nothing: the client, whose body was sent, got 408 after body_timeout,
+    and the request, answered while still linked in the group's queue, was later woken
+    from freed memory (ASan: heap-use-after-free in session_drive from queue_wake).
+    The queued PUT must be served by B once B is free, its body whole."""
+    from origins import Conn, read_request, iter_body
+    la, lb = socket.socket(), socket.socket()
+    for ls in (la, lb):
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(16)
+    release = threading.Event()
+    b_requests = []
+
+    def serve_a():  # takes the head, then resets
+        while True:
+            try:
+                c, _ = la.accept()
+            except OSError:
+                return
+            c.settimeout(20)
+            try:
+                recv_request_head(c)
+                time.sleep(0.1)
+            except (OSError, EOFError):
+                pass
+            rst_close(c)
+
+    def serve_b_conn(sock):
+        c = Conn(sock)
+        sock.settimeout(20)
+        try:
+            while True:
+                _m, target, _v, headers = read_request(c)
+                n = sum(len(p) for p in iter_body(c, headers))
+                b_requests.append(target)
+                release.wait(20)
+                body = f"{target} {n}".encode()
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        except (OSError, EOFError, ValueError):
+            sock.close()
+
+    def serve_b():
+        while True:
+            try:
+                sock, _ = lb.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve_b_conn, args=(sock,), daemon=True).start()
+
+    threading.Thread(target=serve_a, daemon=True).start()
+    threading.Thread(target=serve_b, daemon=True).start()
+    admin = free_port()
+    cfg = simple_config(
+        [f"127.0.0.1:{la.getsockname()[1]}", f"127.0.0.1:{lb.getsockname()[1]}"],
+        extra_upstream=("    max_conns: 1\n    queue_timeout: 30s\n    retries: 1\n"
+                        "    keepalive: 0\n    max_fails: 0\n"),
+        extra_top=f'admin: "127.0.0.1:{admin}"\nclient:\n  body_timeout: 500ms\n')
+    bw = bulwark(cfg)
+    try:
+        # B busy: a GET that A resets is retried on B, which holds it.
+        hold = socket.create_connection(("127.0.0.1", bw.port), timeout=20)
+        hold.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: "/hold" in b_requests, "B holding /hold")
+        queued = 'bulwark_upstream_queue_total{group="app",outcome="queued"}'
+        before = metric(admin, queued)
+        put = socket.create_connection(("127.0.0.1", bw.port), timeout=20)
+        put.sendall(b"PUT /put HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        wait_until(lambda: metric(admin, queued) > before, "the PUT queued after A's reset")
+        put.sendall(b"0123456789")  # the body, while the request waits in the queue
+        time.sleep(1.0)  # twice body_timeout
+        release.set()
+        assert read_one_response(hold) == (200, b"/hold 0")
+        assert read_one_response(put) == (200, b"/put 10")
+        hold.close()
+        put.close()
+        assert_settled(admin)
+        sanitizer_clean(bw)
+    finally:
+        la.close()
+        lb.close()
