@@ -83,6 +83,8 @@ struct deferred {
     void (*cb)(struct deferred *d);
 };
 void loop_defer(struct loop *loop, struct deferred *d);
+/* Take d back if it is queued (its owner is about to be freed). */
+void loop_defer_cancel(struct loop *loop, struct deferred *d);
 /* Run what is deferred now (teardown, after the loop stopped). */
 void loop_run_deferred(struct loop *loop);
 

@@ -198,6 +198,20 @@ void loop_defer(struct loop *loop, struct deferred *d)
     loop->deferred = d;
 }
 
+void loop_defer_cancel(struct loop *loop, struct deferred *d)
+{
+    if (!d->queued)
+        return;
+    for (struct deferred **p = &loop->deferred; *p; p = &(*p)->next) {
+        if (*p == d) {
+            *p = d->next;
+            break;
+        }
+    }
+    d->queued = false;
+    d->next = NULL;
+}
+
 void loop_run_deferred(struct loop *loop)
 {
     while (loop->deferred) {

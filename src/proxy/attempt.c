@@ -72,6 +72,13 @@ static bool retry_spend(struct request *r, enum retry_verdict v, enum cause caus
     return v != RETRY_NO;
 }
 
+/* Once sent, this request may not be sent again (a non-idempotent method,
+ * or a body): a pooled connection gets a look before it carries it. */
+static bool may_not_resend(const struct request *r)
+{
+    return !method_is_idempotent(r->method) || !r->req_body_start.done;
+}
+
 static int64_t span_ms(uint64_t from, uint64_t to)
 {
     return from && to && to >= from ? (int64_t)(to - from) : -1;
@@ -232,6 +239,10 @@ static void request_queue(struct request *r, bool again)
         request_fail(r, CAUSE_CONNECTION_LIMIT_REACHED, 0);
         return;
     }
+    /* The wait is ours, not the client's: its body timer (armed while a
+     * failed attempt waited for body bytes) must not answer 408 while we
+     * read nothing; upstream_send arms it again when it waits for the client. */
+    loop_timer_cancel(session_loop(r->s), &r->s->timer);
     if (!again) {
         observe_queue_event(r->group->servers[0].stats, QUEUE_QUEUED);
         r->t_queued_ms = loop_now_ms(session_loop(r->s));
@@ -319,7 +330,9 @@ void attempt_start(struct request *r)
         } else {
             /* The free retry follows a pooled connection the server had
              * closed: the next pooled one may be as stale. A new one. */
-            rc = upstream_connect(srv, &uc, a->free_pending);
+            rc = upstream_connect(srv, &uc,
+                                  (a->free_pending ? UPSTREAM_FRESH : 0) |
+                                      (may_not_resend(r) ? UPSTREAM_VERIFY : 0));
             if (rc == -EBUSY) {
                 if (srv->index >= 64) {
                     request_queue(r, r->requeue_front);

@@ -125,11 +125,11 @@ void request_end(struct request *r, enum request_ending how)
     /* The attempt still open here produced no response we relay whole:
      * its slot is given back, counted without a cause of its own. */
     attempt_end(r, CAUSE_NONE, 0);
-    if (r->state == REQ_QUEUED)
+    if (r->waiter.queued)
         upstream_unwait(r->group, &r->waiter);
     loop_timer_cancel(session_loop(s), &r->at.timer);
     bool reusable = how == END_COMPLETE && r->at.uc && r->ex->reusable(r);
-    if (reusable && r->ka_timeout_s + r->ka_max)
+    if (reusable && (r->ka_timeout_s || r->ka_max))
         upstream_conn_keepalive_hint(r->at.uc, r->ka_timeout_s, r->ka_max);
     attempt_release(r, reusable);
     if (how != END_COMPLETE) {

@@ -14,6 +14,10 @@ static __thread char page[40 * 1024];
 void respond_local(struct request *r, int status, enum cause cause)
 {
     struct session *s = r->s;
+    /* A request answered while it waits for a slot (a client timeout)
+     * leaves the queue now: a wake-up must never find it. */
+    if (r->waiter.queued)
+        upstream_unwait(r->group, &r->waiter);
     r->state = REQ_LOCAL;
     r->status = status;
     r->resp_body = (struct body){.framing = HTTP_FRAMING_NONE, .done = true};

@@ -63,9 +63,13 @@ static void unlink_waiter(struct upstream_group *g, struct upstream_waiter *w)
         loop_timer_cancel(g->set->loop, &g->wait_timer);
 }
 
-/* Wake waiters in order until one finds no slot (it keeps its place). */
+/* Wake waiters in order until one finds no slot (it keeps its place). A
+ * woken request may end at once and close its session, the last user of a
+ * set a reload retired: the set is held until the loop is done with it. */
 static void wake_waiters(struct upstream_group *g)
 {
+    struct upstream_set *set = g->set;
+    upstream_set_use(set);
     while (g->wait_head) {
         struct upstream_waiter *w = g->wait_head;
         unlink_waiter(g, w);
@@ -73,7 +77,8 @@ static void wake_waiters(struct upstream_group *g)
             break; /* it queued itself again, at the front */
     }
     if (g->num_waiting)
-        loop_timer_set(g->set->loop, &g->wait_timer, WAIT_POLL_MS);
+        loop_timer_set(set->loop, &g->wait_timer, WAIT_POLL_MS);
+    upstream_set_leave(set);
 }
 
 static void wait_wakeup(struct deferred *d)
@@ -95,8 +100,11 @@ void upstream_queue_init(struct upstream_group *g)
 
 void upstream_queue_fini(struct upstream_group *g)
 {
-    /* A waiter holds its session, which holds the set: none is left here. */
+    /* A waiter holds its session, which holds the set: none is left here.
+     * A wake-up a freed slot deferred may still be queued: the set (and
+     * this group) is freed before it would run. */
     loop_timer_cancel(g->set->loop, &g->wait_timer);
+    loop_defer_cancel(g->set->loop, &g->wait_wakeup);
 }
 
 int upstream_wait(struct upstream_group *g, struct upstream_waiter *w, bool again)

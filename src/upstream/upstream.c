@@ -461,15 +461,30 @@ static void slot_give(struct upstream_server *s)
         loop_defer(g->set->loop, &g->wait_wakeup);
 }
 
-int upstream_connect(struct upstream_server *s, struct upstream_conn **out, bool fresh)
+/* An idle connection whose close (or stray bytes) arrived but whose event
+ * this worker has not handled yet (the same event batch, or a busy loop):
+ * reusing it would fail a request that, once its body is sent, cannot be
+ * sent again. One peek before reuse. */
+static bool idle_conn_quiet(const struct upstream_conn *c)
+{
+    char b;
+    ssize_t n = recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+int upstream_connect(struct upstream_server *s, struct upstream_conn **out, int flags)
 {
     struct loop *loop = s->group->set->loop;
     if (!slot_take(s))
         return -EBUSY;
-    if (s->idle && !fresh) {
+    while (s->idle && !(flags & UPSTREAM_FRESH)) {
         struct upstream_conn *c = s->idle;
         idle_unlink(c);
         loop_timer_cancel(loop, &c->idle_timer);
+        if ((flags & UPSTREAM_VERIFY) && !idle_conn_quiet(c)) {
+            conn_destroy(loop, c);
+            continue;
+        }
         c->reused = true;
         c->owner = NULL;
         s->in_flight++;

@@ -292,7 +292,12 @@ uint64_t upstream_hash(const void *p, size_t n);
  * io.on_event and owner. -EBUSY: the server has max_conns exchanges in
  * flight across all workers (nothing was taken). s->in_flight and s->shared->in_flight are
  * incremented. */
-int upstream_connect(struct upstream_server *s, struct upstream_conn **out, bool fresh);
+enum {
+    UPSTREAM_FRESH = 1,  /* a new connection, not a pooled one */
+    UPSTREAM_VERIFY = 2, /* peek at a pooled connection before reuse (one syscall): for a
+                            request that cannot be sent again once its body is out */
+};
+int upstream_connect(struct upstream_server *s, struct upstream_conn **out, int flags);
 
 /* Give a connection back (in_flight - 1). reusable: the exchange ended
  * cleanly and the upstream allows keep-alive; it goes to the idle pool, else

@@ -544,7 +544,7 @@ static void pool_stop(struct pool_fixture *f)
 static struct upstream_conn *connect_ok(struct pool_fixture *f)
 {
     struct upstream_conn *c = NULL;
-    assert_int_equal(upstream_connect(f->server, &c, false), 0);
+    assert_int_equal(upstream_connect(f->server, &c, 0), 0);
     assert_non_null(c);
     return c;
 }
