@@ -1,9 +1,12 @@
 /* The proxy: worker threads, client sessions, upstream exchanges, and the
  * one place where failures become error responses.
  *
- * A reader follows one request through src/proxy/session.c: accept ->
- * read and parse -> route -> pick upstream -> connect/reuse -> send ->
- * parse response -> relay -> log -> keep-alive or close.
+ * A reader follows one request through a handful of functions (the map is
+ * at the top of src/proxy/proxy_internal.h): session_accept and
+ * session_read_header (read and parse) -> request_start (route, limits,
+ * forwarded head) -> attempt_start (pick, queue, connect/reuse) ->
+ * request_drive (send, response head, relay) -> request_end (log, then
+ * keep-alive, linger or close).
  */
 #ifndef BULWARK_PROXY_H
 #define BULWARK_PROXY_H
