@@ -119,6 +119,41 @@ struct config_route {
     int line, column;
 };
 
+/* programs.<name>: a backend process bulwark starts and restarts (README,
+ * "Programs"; src/supervise). */
+enum program_restart {
+    PROGRAM_RESTART_ALWAYS = 0,
+    PROGRAM_RESTART_ON_FAILURE,
+    PROGRAM_RESTART_NEVER
+};
+
+/* A program name is a JSON key and a log word: letters, digits, "_.-". */
+#define CONFIG_MAX_PROGRAM_NAME 63
+
+struct config_program {
+    char *name;
+    char **argv; /* command, NULL-terminated; argv[0] a path or a PATH name */
+    size_t argc; /* at least 1 */
+    char *cwd;   /* NULL: bulwark's working directory */
+    char **env;  /* "NAME=value" added to (or replacing in) bulwark's
+                    environment, num_env of them */
+    size_t num_env;
+    enum program_restart restart; /* default always */
+    uint32_t backoff_initial_ms;  /* default 1s: first delay before a restart */
+    uint32_t backoff_max_ms;      /* default 30s: the delay doubles up to this */
+    int max_restarts;             /* default 10 within restart_window, then FATAL; 0: no limit */
+    uint32_t restart_window_ms;   /* default 60s */
+    int stop_signal;              /* default SIGTERM */
+    uint32_t stop_timeout_ms;     /* default 10s, then SIGKILL to the process group */
+    char *stdout_path;            /* NULL: bulwark's stderr */
+    char *stderr_path;            /* NULL: bulwark's stderr */
+    struct config_upstream *upstream; /* the group its server is in; NULL: not bound */
+    char *server;                     /* that server's name as written ("host:port"); NULL: none */
+    struct config_addr server_addr;   /* where readiness is polled (a TCP connect) */
+    uint32_t ready_timeout_ms;        /* 0: start without waiting for it to be ready */
+    int line, column;
+};
+
 struct config {
     char *path;  /* the file it was loaded from */
     int workers; /* default: number of online CPUs */
@@ -133,6 +168,8 @@ struct config {
     size_t num_upstreams;
     struct config_route *routes; /* in file order */
     size_t num_routes;
+    struct config_program *programs; /* in file order */
+    size_t num_programs;
 
     /* client side */
     uint32_t client_header_timeout_ms; /* default 10s (slowloris) */

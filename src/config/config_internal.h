@@ -115,6 +115,9 @@ bool cfg_get_server_addr(struct cfg_ctx *ctx, const yaml_node_t *n, const char *
 /* Sections, each in its own file. */
 void cfg_load_upstreams(struct cfg_ctx *ctx, const yaml_node_t *n);
 void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n);
+/* programs (src/config/programs.c); after upstreams, which they bind to. */
+void cfg_load_programs(struct cfg_ctx *ctx, const yaml_node_t *n);
+void cfg_free_programs(struct config *cfg);
 /* upstreams.<g>.health into up->health (src/config/health.c). */
 void cfg_load_health(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
                      const yaml_node_t *n);

@@ -31,6 +31,7 @@ enum top_key {
     TOP_MAX_CONNECTIONS,
     TOP_UPSTREAMS,
     TOP_ROUTES,
+    TOP_PROGRAMS,
     NUM_TOP_KEYS
 };
 
@@ -49,6 +50,7 @@ static const char *const top_keys[NUM_TOP_KEYS] = {
     [TOP_MAX_CONNECTIONS] = "max_connections",
     [TOP_UPSTREAMS] = "upstreams",
     [TOP_ROUTES] = "routes",
+    [TOP_PROGRAMS] = "programs",
 };
 /* clang-format on */
 
@@ -424,6 +426,8 @@ static void load_top(struct cfg_ctx *ctx, const yaml_node_t *root)
         cfg_load_upstreams(ctx, v[TOP_UPSTREAMS]);
     if (v[TOP_ROUTES])
         cfg_load_routes(ctx, v[TOP_ROUTES]);
+    if (v[TOP_PROGRAMS])
+        cfg_load_programs(ctx, v[TOP_PROGRAMS]);
 }
 
 static void syntax_error(struct cfg_ctx *ctx, const yaml_parser_t *parser,
@@ -655,6 +659,7 @@ void cfg_free(struct config *cfg)
         free(cfg->routes[i].label);
     }
     free(cfg->routes);
+    cfg_free_programs(cfg);
     free(cfg->listen);
     free(cfg->access_log);
     free(cfg->error_log);
