@@ -22,6 +22,7 @@
 
 #include "core/core.h"
 #include "observe/observe_internal.h"
+#include "supervise/supervise.h"
 #include "upstream/upstream.h"
 
 /* ---- /status ---- */
@@ -190,6 +191,47 @@ static void status_server(struct obuf *b, const struct config_upstream *up,
     obuf_puts(b, "}}");
 }
 
+/* "programs": what the supervisor runs, by name (src/supervise). */
+static void status_programs(struct obuf *b)
+{
+    struct program_info info[64];
+    size_t n = supervise_snapshot(info, sizeof(info) / sizeof(info[0]));
+    int64_t now = observe_wall_ms();
+
+    if (n > sizeof(info) / sizeof(info[0]))
+        n = sizeof(info) / sizeof(info[0]);
+    obuf_puts(b, ",\n\"programs\":{");
+    for (size_t i = 0; i < n; i++) {
+        const struct program_info *p = &info[i];
+        bool alive = p->pid != 0;
+        obuf_puts(b, i ? ",\n" : "\n");
+        obuf_json_str(b, p->name, strlen(p->name));
+        obuf_printf(b, ":{\"pid\":%d,\"state\":\"%s\",\"restarts\":%u,\"uptime_s\":", (int)p->pid,
+                    supervise_state_name(p->state), p->restarts);
+        if (alive && p->started_wall_ms)
+            obuf_printf(b, "%lld", (long long)((now - p->started_wall_ms) / 1000));
+        else
+            obuf_puts(b, "null");
+        obuf_puts(b, ",\"last_exit\":");
+        if (!p->has_exit) {
+            obuf_puts(b, "null}");
+            continue;
+        }
+        obuf_puts(b, "{\"text\":");
+        obuf_json_str(b, p->last_exit, strlen(p->last_exit));
+        if (p->exit_signal[0])
+            obuf_printf(b, ",\"code\":null,\"signal\":\"%s\"", p->exit_signal);
+        else
+            obuf_printf(b, ",\"code\":%d,\"signal\":null", p->exit_code);
+        obuf_printf(b, ",\"core_dumped\":%s,\"time\":", p->core_dumped ? "true" : "false");
+        json_time(b, p->exited_wall_ms);
+        obuf_printf(b, ",\"seconds_ago\":%lld,\"run_time_ms\":%llu}}",
+                    (long long)((now - p->exited_wall_ms) / 1000),
+                    (unsigned long long)p->run_time_ms);
+    }
+    obuf_puts(b, "}");
+}
+
 void observe_status_json(struct obuf *b)
 {
     struct config *cfg = observe_current_config();
@@ -221,9 +263,11 @@ void observe_status_json(struct obuf *b)
         }
         obuf_printf(b, "],\"servers_up\":%zu,\"servers_total\":%zu}", up_count, up->num_servers);
     }
+    obuf_puts(b, "}");
+    status_programs(b);
     observe_pool_counts(&reused, &fresh);
     obuf_printf(b,
-                "},\n\"totals\":{\"requests\":%llu,\"gateway_errors\":%llu,"
+                ",\n\"totals\":{\"requests\":%llu,\"gateway_errors\":%llu,"
                 "\"upstream_attempts\":%llu,\"upstream_failures\":%llu,"
                 "\"client_connections\":%lld,\"client_connections_refused\":%llu,"
                 "\"upstream_connections\":%lld,\"pool_reused\":%llu,\"pool_new\":%llu}}\n",

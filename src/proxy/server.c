@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "supervise/supervise.h"
+
 #define HOUSEKEEPING_MS 1000
 #define DRAIN_CHECK_MS 20
 #define ACCEPT_BATCH 64
@@ -30,6 +32,7 @@ struct server {
     struct timer shutdown_deadline;
     bool draining;
     struct upstream_health *health; /* active checks, on this loop; NULL: none */
+    struct supervisor *supervisor;  /* the programs, on this loop */
 };
 
 /* Open a listening socket. SO_REUSEPORT gives each worker its own socket
@@ -622,6 +625,14 @@ int proxy_run(struct config *cfg)
     upstream_health_set_hooks(&(struct upstream_health_hooks){.cause_of = health_cause_of,
                                                               .cause_name = health_cause_name});
     srv.health = upstream_health_start(srv.loop, cfg);
+    /* Programs before the listeners: the first requests find them started
+     * (and, with ready_timeout, answering). */
+    srv.supervisor = supervise_start(srv.loop, cfg, CAUSE_DESTINATION_UNAVAILABLE);
+    if (!srv.supervisor) {
+        log_error("cannot start the programs: out of memory");
+        return 1;
+    }
+    supervise_wait_ready(srv.supervisor);
     srv.workers = calloc((size_t)srv.num_workers, sizeof(*srv.workers));
     if (!srv.workers)
         return 1;
@@ -649,6 +660,8 @@ int proxy_run(struct config *cfg)
     /* Until SIGQUIT, the shutdown deadline, or the last worker's end. */
     loop_run(srv.loop);
     log_access_flush();
+    /* After the drain: the requests in flight needed their backends. */
+    supervise_stop(srv.supervisor);
     if (!all_finished(&srv)) {
         /* Workers are still inside their loops (shutdown_timeout or
          * SIGQUIT): end the process without running exit handlers under
