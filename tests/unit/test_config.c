@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,6 +380,88 @@ static void test_bad_passive_checks_and_retry_budget_are_refused(void **state)
     assert_only_error(yaml, "bulwark.yaml:5:16: max_fails -1 out of range 0-1000");
     snprintf(yaml, sizeof(yaml), "max_connections: -5\n%s" ROUTES, head);
     assert_only_error(yaml, "bulwark.yaml:1:18: max_connections -5 out of range 0-10000000");
+}
+
+static void test_programs_are_read_with_defaults(void **state)
+{
+    struct config_errors errs;
+    struct config *cfg =
+        load(LISTEN UPSTREAMS ROUTES "programs:\n"
+                                     "  web:\n"
+                                     "    command: [python3, app.py, \"--port\", 9000]\n"
+                                     "    env: {PORT: \"9000\", MODE: prod}\n"
+                                     "    restart: on-failure\n"
+                                     "    backoff: {initial: 100ms, max: 2s}\n"
+                                     "    stop_signal: SIGINT\n"
+                                     "    upstream: app\n"
+                                     "    server: \"127.0.0.1:9000\"\n"
+                                     "    ready_timeout: 5s\n"
+                                     "  job:\n"
+                                     "    command: [/bin/true]\n",
+             &errs);
+    if (!cfg)
+        print_errors(&errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->num_programs, 2);
+    const struct config_program *web = &cfg->programs[0], *job = &cfg->programs[1];
+    assert_string_equal(web->name, "web");
+    assert_int_equal(web->argc, 4);
+    assert_string_equal(web->argv[3], "9000");
+    assert_null(web->argv[4]);
+    assert_int_equal(web->num_env, 2);
+    assert_string_equal(web->env[0], "PORT=9000");
+    assert_int_equal(web->restart, PROGRAM_RESTART_ON_FAILURE);
+    assert_int_equal(web->backoff_initial_ms, 100);
+    assert_int_equal(web->backoff_max_ms, 2000);
+    assert_int_equal(web->stop_signal, SIGINT);
+    assert_ptr_equal(web->upstream, &cfg->upstreams[0]);
+    assert_string_equal(web->server, "127.0.0.1:9000");
+    assert_true(web->server_addr.len > 0);
+    assert_int_equal(web->ready_timeout_ms, 5000);
+    assert_int_equal(job->restart, PROGRAM_RESTART_ALWAYS);
+    assert_int_equal(job->backoff_initial_ms, 1000);
+    assert_int_equal(job->backoff_max_ms, 30000);
+    assert_int_equal(job->max_restarts, 10);
+    assert_int_equal(job->restart_window_ms, 60000);
+    assert_int_equal(job->stop_signal, SIGTERM);
+    assert_int_equal(job->stop_timeout_ms, 10000);
+    assert_null(job->upstream);
+    assert_null(job->stdout_path);
+    config_unref(cfg);
+}
+
+static void test_bad_programs_are_refused(void **state)
+{
+    const char *head = LISTEN UPSTREAMS ROUTES "programs:\n  web:\n";
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml), "%s    command: python3\n", head);
+    assert_only_error(yaml, "bulwark.yaml:9:14: command: expected a list of arguments (e.g. "
+                            "[python3, app.py]), got \"python3\"");
+    snprintf(yaml, sizeof(yaml), "%s    cwd: /tmp\n", head);
+    assert_only_error(yaml,
+                      "bulwark.yaml:9:5: missing required key \"command\" in program \"web\"");
+    snprintf(yaml, sizeof(yaml), "%s    command: [a]\n    restart: sometimes\n", head);
+    assert_only_error(yaml, "bulwark.yaml:10:14: unknown restart \"sometimes\" for program "
+                            "\"web\": expected always, on-failure or never");
+    snprintf(yaml, sizeof(yaml), "%s    command: [a]\n    stop_signal: TERM\n", head);
+    assert_only_error(yaml,
+                      "bulwark.yaml:10:18: unknown stop_signal \"TERM\" for program \"web\": "
+                      "expected SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1 or SIGUSR2");
+    snprintf(yaml, sizeof(yaml), "%s    command: [a]\n    upstream: api\n    server: x:1\n", head);
+    assert_only_error(yaml, "bulwark.yaml:10:15: program \"web\": unknown upstream \"api\"");
+    snprintf(yaml, sizeof(yaml),
+             "%s    command: [a]\n    upstream: app\n    server: \"127.0.0.1:9001\"\n", head);
+    assert_only_error(yaml, "bulwark.yaml:11:13: program \"web\": server \"127.0.0.1:9001\" is "
+                            "not a server of upstream \"app\"");
+    snprintf(yaml, sizeof(yaml), "%s    command: [a]\n    upstream: app\n", head);
+    assert_only_error(yaml, "bulwark.yaml:10:15: program \"web\": upstream and server go together "
+                            "(which server of which group this program is)");
+    snprintf(yaml, sizeof(yaml), "%s    command: [a]\n    backoff: {initial: 2s, max: 1s}\n", head);
+    assert_only_error(yaml, "bulwark.yaml:10:33: backoff of program \"web\": max (1000 ms) is "
+                            "below initial (2000 ms)");
+    snprintf(yaml, sizeof(yaml), "%s    command: [a]\n    comand: [b]\n", head);
+    assert_error(yaml, "bulwark.yaml:10:5: unknown key \"comand\" in program \"web\" (did you mean "
+                       "\"command\"?)");
 }
 
 static void test_keepalive_accepts_a_plain_number(void **state)
@@ -1780,6 +1863,8 @@ int main(void)
         cmocka_unit_test(test_passive_checks_and_retry_budget_defaults),
         cmocka_unit_test(test_passive_checks_and_retry_budget_are_read),
         cmocka_unit_test(test_bad_passive_checks_and_retry_budget_are_refused),
+        cmocka_unit_test(test_programs_are_read_with_defaults),
+        cmocka_unit_test(test_bad_programs_are_refused),
         cmocka_unit_test(test_keepalive_accepts_a_plain_number),
         cmocka_unit_test(test_keepalive_max_requests_zero_means_no_limit),
         cmocka_unit_test(test_keepalive_max_requests_out_of_range),
