@@ -174,7 +174,7 @@ static inline void buf_consume(struct buf *b, size_t n)
 
 /* Get a block from the calling thread's free list (or malloc). 0 or -ENOMEM.
  * A no-op when b already has one. */
-int buf_acquire(struct buf *b);
+__attribute__((warn_unused_result)) int buf_acquire(struct buf *b);
 /* Return b's block to the free list; b becomes empty with data NULL. */
 void buf_release(struct buf *b);
 /* Move the data to the start of the block to make room at the end. */

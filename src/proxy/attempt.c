@@ -79,11 +79,6 @@ static bool may_not_resend(const struct request *r)
     return !method_is_idempotent(r->method) || !r->req_body_start.done;
 }
 
-static int64_t span_ms(uint64_t from, uint64_t to)
-{
-    return from && to && to >= from ? (int64_t)(to - from) : -1;
-}
-
 /* Passive health checks: the server's own failures (not the client's, not
  * the idle-close race of a pooled connection, which gets the free retry)
  * and the statuses in fail_status count toward ejecting it. */
@@ -117,9 +112,10 @@ void attempt_end(struct request *r, enum cause cause, int err)
         a->last_cause = cause;
         a->last_err = err;
     }
-    uint64_t now = loop_now_ms(session_loop(r->s));
     int64_t connect_ms = span_ms(a->t_connect_ms, a->t_connected_ms);
-    int64_t header_ms = cause == CAUSE_NONE ? span_ms(a->t_connect_ms, now) : -1;
+    /* only an attempt whose head arrived has a header time (one the client
+     * abandoned ends with CAUSE_NONE too, and must not skew the histogram) */
+    int64_t header_ms = span_ms(a->t_connect_ms, a->t_header_ms);
     if (r->attempts >= 1 && r->attempts <= OBSERVE_MAX_ATTEMPTS)
         r->evidence[r->attempts - 1] =
             (struct attempt_evidence){a->server->cfg->name, cause, err, connect_ms, a->reused};
@@ -245,7 +241,6 @@ static void request_queue(struct request *r, bool again)
     loop_timer_cancel(session_loop(r->s), &r->s->timer);
     if (!again) {
         observe_queue_event(r->group->servers[0].stats, QUEUE_QUEUED);
-        r->t_queued_ms = loop_now_ms(session_loop(r->s));
         a->timer.cb = queue_timeout;
         loop_timer_set(session_loop(r->s), &a->timer, ucfg->queue_timeout_ms);
     }

@@ -4,7 +4,8 @@
  * request_drive runs every step that can progress now, on readiness flags
  * kept by each side's transport (edge-triggered epoll):
  *   upstream_send     request head and body pieces from the client buffer
- *   upstream_receive  response heads (1xx, then the final one), body bytes
+ *   receive_head      response heads (1xx, then the final one)
+ *   receive_body      response body (or tunnel) bytes, as the client takes them
  *   client_send       the response head and body pieces to the client
  * and ends the request when its state says it is complete. */
 #include "proxy/proxy_internal.h"

@@ -134,8 +134,8 @@ struct body {
  * src_eof: the source has closed (ends an UNTIL_CLOSE body).
  * Returns 0, or -1 with *err on malformed chunked coding (nothing queued;
  * HTTP_OK: out of memory). */
-int body_prepare(struct body *b, struct buf *src, bool src_eof, struct outq *q,
-                 enum http_error *err);
+__attribute__((warn_unused_result)) int body_prepare(struct body *b, struct buf *src, bool src_eof,
+                                                     struct outq *q, enum http_error *err);
 
 /* ---- the exchange with an upstream, per protocol ---- */
 
@@ -231,6 +231,12 @@ enum retry_verdict {
 };
 enum retry_verdict attempt_retry_verdict(const struct retry_facts *f);
 
+/* Milliseconds from one loop time to another; -1 when either is unset. */
+static inline int64_t span_ms(uint64_t from, uint64_t to)
+{
+    return from && to && to >= from ? (int64_t)(to - from) : -1;
+}
+
 /* ---- requests ---- */
 
 enum request_state {
@@ -291,7 +297,6 @@ struct request {
     struct attempt_evidence evidence[OBSERVE_MAX_ATTEMPTS];
     struct upstream_waiter waiter; /* in the group's queue (REQ_QUEUED) */
     bool requeue_front;            /* woken from the queue: keep its place if still full */
-    uint64_t t_queued_ms;
 
     /* upstream -> client */
     struct buf up_in;

@@ -70,11 +70,6 @@ void request_new_id(struct request *r, struct worker *w)
     r->rid[16] = '\0';
 }
 
-static int64_t span_ms(uint64_t from, uint64_t to)
-{
-    return from && to && to >= from ? (int64_t)(to - from) : -1;
-}
-
 /* Hand the request's evidence to observe (access log, metrics, /errors). */
 static void request_log(struct request *r)
 {

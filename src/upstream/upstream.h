@@ -297,7 +297,8 @@ enum {
     UPSTREAM_VERIFY = 2, /* peek at a pooled connection before reuse (one syscall): for a
                             request that cannot be sent again once its body is out */
 };
-int upstream_connect(struct upstream_server *s, struct upstream_conn **out, int flags);
+__attribute__((warn_unused_result)) int upstream_connect(struct upstream_server *s,
+                                                         struct upstream_conn **out, int flags);
 
 /* Give a connection back (in_flight - 1). reusable: the exchange ended
  * cleanly and the upstream allows keep-alive; it goes to the idle pool, else
@@ -326,7 +327,8 @@ void upstream_set_conn_hook(void (*hook)(int delta));
 /* Queue w on g (at the front when again is true: a woken waiter that found
  * no slot keeps its place). 0, or -EBUSY when max_pending requests already
  * wait across all workers. */
-int upstream_wait(struct upstream_group *g, struct upstream_waiter *w, bool again);
+__attribute__((warn_unused_result)) int upstream_wait(struct upstream_group *g,
+                                                      struct upstream_waiter *w, bool again);
 /* Take w out of the queue (it gave up, timed out or the client left). */
 void upstream_unwait(struct upstream_group *g, struct upstream_waiter *w);
 

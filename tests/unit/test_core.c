@@ -190,10 +190,10 @@ static void test_released_buffers_are_reused(void **state)
 {
     (void)state;
     struct buf a = {0}, b = {0};
-    buf_acquire(&a);
+    assert_int_equal(buf_acquire(&a), 0);
     char *first = a.data;
     buf_release(&a);
-    buf_acquire(&b);
+    assert_int_equal(buf_acquire(&b), 0);
     assert_ptr_equal(b.data, first);
     buf_release(&b);
 }
