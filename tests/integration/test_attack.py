@@ -4,7 +4,6 @@ Each test reproduces one bug found by attacking the binary. Some are memory erro
 that only an ASan build shows for certain (build it as in docs/contributing.md, run
 with BULWARK_BIN=build-asan/bulwark): those tests also assert that the process is
 still alive and that its output holds no sanitizer report."""
-import json
 import os
 import signal
 import socket
@@ -13,7 +12,7 @@ import threading
 import time
 
 from conftest import simple_config
-from origins import free_port
+from origins import free_port, wait_for
 from origins.faulty import fetch
 
 
@@ -22,15 +21,6 @@ def sanitizer_clean(bw):
     assert "AddressSanitizer" not in out and "runtime error" not in out, out[-4000:]
     assert bw.proc.poll() is None, "bulwark exited:\n" + out[-4000:]
 
-
-def wait_until(cond, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def metric(admin_port, name):
@@ -49,7 +39,7 @@ def assert_settled(admin_port):
         return (metric(admin_port, "bulwark_upstream_in_flight") == 0
                 and metric(admin_port, "bulwark_client_connections") == 0)
     try:
-        wait_until(settled, "gauges back to 0")
+        wait_for(settled, "gauges back to 0")
     except AssertionError:
         raise AssertionError("gauges not back to 0:\n" + fetch(admin_port, "/metrics").data.decode())
 
@@ -67,7 +57,7 @@ def sigstop(pid, timeout=20.0):
             except FileNotFoundError:
                 pass
         return states and all(st in ("T", "t") for st in states)
-    wait_until(stopped, "bulwark stopped", timeout)
+    wait_for(stopped, "bulwark stopped", timeout)
 
 
 def rst_close(sock):
@@ -101,7 +91,7 @@ class RawOrigin:
                 self.conns.append(c)
 
     def conn(self, i, timeout=20.0):
-        return wait_until(lambda: len(self.conns) > i and self.conns[i], f"upstream conn {i}",
+        return wait_for(lambda: len(self.conns) > i and self.conns[i], f"upstream conn {i}",
                           timeout)
 
     def close(self):
@@ -163,7 +153,7 @@ def test_reload_with_queued_request_then_slot_frees_and_waiter_resets_in_one_bat
         recv_request_head(up)
         b = socket.create_connection(("127.0.0.1", bw.port), timeout=20)
         b.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        wait_until(lambda: metric(admin, 'bulwark_upstream_queue_total{group="app",outcome="queued"}')
+        wait_for(lambda: metric(admin, 'bulwark_upstream_queue_total{group="app",outcome="queued"}')
                    >= 1, "the second request queued")
         assert bw.reload(cfg.replace("30s", "29s"))
         # Both events in one epoll batch: stop the process while they happen.
@@ -314,7 +304,7 @@ def test_pooled_connection_closed_during_the_event_batch_is_not_reused_for_a_pos
             c.sendall(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
             time.sleep(0.05)
             close_idle.set()  # the FIN reaches bulwark's idle connection
-            wait_until(lambda: all(s.fileno() == -1 for s in accepted[:1]), "the idle close")
+            wait_for(lambda: all(s.fileno() == -1 for s in accepted[:1]), "the idle close")
             time.sleep(0.05)
         finally:
             os.kill(bw.pid, signal.SIGCONT)
@@ -392,12 +382,12 @@ def test_request_queued_after_a_failed_attempt_is_not_timed_out_as_a_slow_client
         # B busy: a GET that A resets is retried on B, which holds it.
         hold = socket.create_connection(("127.0.0.1", bw.port), timeout=20)
         hold.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
-        wait_until(lambda: "/hold" in b_requests, "B holding /hold")
+        wait_for(lambda: "/hold" in b_requests, "B holding /hold")
         queued = 'bulwark_upstream_queue_total{group="app",outcome="queued"}'
         before = metric(admin, queued)
         put = socket.create_connection(("127.0.0.1", bw.port), timeout=20)
         put.sendall(b"PUT /put HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
-        wait_until(lambda: metric(admin, queued) > before, "the PUT queued after A's reset")
+        wait_for(lambda: metric(admin, queued) > before, "the PUT queued after A's reset")
         put.sendall(b"0123456789")  # the body, while the request waits in the queue
         time.sleep(1.0)  # twice body_timeout
         release.set()

@@ -36,7 +36,7 @@ import time
 import pytest
 
 from conftest import simple_config
-from origins import client, free_port, iter_body, read_request, read_response
+from origins import client, free_port, iter_body, read_request, read_response, wait_for
 from origins.faulty import Blackhole, fetch, record, reset, wait_peer_close
 
 BIG_HEADERS = "client:\n  max_header_size: 64k\n"
@@ -55,15 +55,6 @@ def send_quietly(sock, data):
     except (BrokenPipeError, ConnectionResetError):
         return False
 
-
-def wait_for(cond, what, timeout=8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def serve_loop(answer):
@@ -353,15 +344,7 @@ def test_5_bytes_after_a_response_that_fills_the_buffer_never_reach_the_next_cli
 # ---------------------------------------------------------------------------
 
 def admin_metrics(port):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-    return data.partition(b"\r\n\r\n")[2].decode()
+    return fetch(port, "/metrics").data.decode()
 
 
 def in_flight(admin_port):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import BIN
-from origins import Origin, free_port
+from origins import Origin, free_port, wait_for
 from origins.chaos import OriginProcess
 from origins.faulty import fetch
 
@@ -93,15 +93,6 @@ def served_port(resp):
     return json.loads(resp.data)["port"]
 
 
-def wait_for(cond, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def down_line(b, server, timeout=10.0):
     return b.wait_log(rf"\[warn\] upstream \"app\" server {re.escape(server)} is down: .*",
@@ -114,16 +105,8 @@ def up_line(b, server, timeout=10.0):
 
 
 def admin_get(port, path):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n".encode())
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), body.decode()
+    r = fetch(port, path)
+    return r.status, r.data.decode()
 
 
 def server_status(aport, server):

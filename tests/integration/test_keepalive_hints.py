@@ -2,12 +2,11 @@
 keepalive.max_requests retire pooled connections before the backend closes them (so a
 POST never meets the close race), and every retried failure is counted in /metrics."""
 import re
-import threading
 import time
 
 from conftest import simple_config
-from origins import free_port, read_request, iter_body
-from origins.faulty import fetch, wait_peer_close
+from origins import free_port, read_request, iter_body, wait_for
+from origins.faulty import fetch
 
 
 def hinting_origin(origin, keep_alive, per_conn=None, closed_after=None):
@@ -46,14 +45,6 @@ def hinting_origin(origin, keep_alive, per_conn=None, closed_after=None):
     return origin(handler)
 
 
-def wait_until(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def test_keep_alive_timeout_hint_retires_the_idle_connection_early(bulwark, origin):
     closed_after = []
@@ -63,7 +54,7 @@ def test_keep_alive_timeout_hint_retires_the_idle_connection_early(bulwark, orig
     assert resp.status == 200, resp.head
     # The backend said it keeps idle connections 1 s: bulwark closes ours before that
     # (at half the timeout for timeouts of 2 s or less), not after its own 60 s.
-    wait_until(lambda: closed_after, timeout=10, what="bulwark to retire the connection")
+    wait_for(lambda: closed_after, timeout=10, what="bulwark to retire the connection")
     assert 0.3 <= closed_after[0] < 1.0, closed_after
     # The next POST goes over a new connection and succeeds.
     post = fetch(b.port, "/p", method="POST", body=b"x" * 100)
@@ -78,7 +69,7 @@ def test_keep_alive_max_hint_retires_the_connection_after_its_requests(bulwark, 
     b = bulwark(simple_config([o.addr]))
     bodies = [fetch(b.port, f"/r{i}", method="POST", body=b"y").data for i in range(6)]
     assert bodies == [b"conn-request-1", b"conn-request-2"] * 3, bodies
-    wait_until(lambda: len(per_conn) == 3, what="three retired connections")
+    wait_for(lambda: len(per_conn) == 3, what="three retired connections")
     assert per_conn == [2, 2, 2]
 
 
@@ -89,7 +80,7 @@ def test_max_requests_setting_caps_each_pooled_connection(bulwark, origin):
     bodies = [fetch(b.port, f"/r{i}").data for i in range(7)]
     assert bodies == [b"conn-request-1", b"conn-request-2", b"conn-request-3"] * 2 + \
         [b"conn-request-1"], bodies
-    wait_until(lambda: len(per_conn) >= 2, what="two retired connections")
+    wait_for(lambda: len(per_conn) >= 2, what="two retired connections")
     assert per_conn[:2] == [3, 3]
     assert o.connections == 3
 

@@ -56,9 +56,9 @@ import termios
 import threading
 import time
 
-import pytest
-
 from conftest import BIN
+from origins import wait_for
+from origins.faulty import fetch
 
 # Bugs this test found, each with its minimal reproduction below (all pass).
 # Their narrow signatures stay so that a regression is named in the summary.
@@ -1412,15 +1412,7 @@ def judge_unreached(stats, access_log, error_log, idle_closes):
 
 
 def metrics(port):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-    return data.partition(b"\r\n\r\n")[2].decode()
+    return fetch(port, "/metrics").data.decode()
 
 
 def gauges(text):
@@ -1770,8 +1762,8 @@ class stopped:
     def __enter__(self):
         self.b.proc.send_signal(signal.SIGSTOP)
         try:
-            wait_until(lambda: all_stopped(self.b.pid), "bulwark did not stop")
-            wait_until(self.ready, "the condition bulwark was stopped for", self.timeout)
+            wait_for(lambda: all_stopped(self.b.pid), "bulwark did not stop")
+            wait_for(self.ready, "the condition bulwark was stopped for", self.timeout)
         except BaseException:
             self.b.proc.send_signal(signal.SIGCONT)
             raise
@@ -1810,12 +1802,6 @@ def upstream_established(origin_port):
     return [r for r in rows if r[3] == "01" and int(r[2].split(":")[1], 16) == origin_port]
 
 
-def wait_until(cond, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
 
 def test_failed_body_write_does_not_desync(bulwark):
     """Found by the fuzz run: a request body queued for an upstream whose write
@@ -1849,7 +1835,7 @@ def test_failed_body_write_does_not_desync(bulwark):
         try:
             c.sendall(body)
             reset_now.set()
-            wait_until(lambda: not upstream_established(origin_port), "no reset")
+            wait_for(lambda: not upstream_established(origin_port), "no reset")
         finally:
             b.proc.send_signal(signal.SIGCONT)
         rd = Reader(c)

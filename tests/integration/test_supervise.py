@@ -5,11 +5,10 @@ program tree behind after SIGTERM. Waits are on conditions (/status fields, port
 log lines), never fixed sleeps."""
 import json
 import os
-import socket
 import sys
 import time
 
-from origins import free_port
+from origins import free_port, wait_for
 from origins.faulty import fetch
 
 # A tiny HTTP server: answers every request with its port and pid, and after
@@ -61,29 +60,11 @@ def write_program(tmp_path):
     return str(path)
 
 
-def wait_for(cond, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
 
 def admin_status(port):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"GET /status HTTP/1.1\r\nHost: admin\r\n\r\n")
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.split(b" ")[1] == b"200", head
-    return json.loads(body)
+    r = fetch(port, "/status")
+    assert r.status == 200, r.head
+    return json.loads(r.data)
 
 
 def program(aport, name):

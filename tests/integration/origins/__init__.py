@@ -40,6 +40,19 @@ def pattern_pieces(n, piece=65000):
         off += k
 
 
+def wait_for(cond, what="a condition", timeout=20.0):
+    """Poll cond() until it returns a true value, and return that value; fail
+    after timeout seconds (a bound for a loaded machine, not a wait)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
