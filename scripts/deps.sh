@@ -10,7 +10,7 @@ groups=("$@")
 for g in "${groups[@]}"; do
   case "$g" in
     build) add gcc make libc6-dev libyaml-dev pkg-config ;;
-    test)  add libcmocka-dev python3 python3-pytest curl ;;
+    test)  add libcmocka-dev python3 python3-pytest curl php-fpm redis-server libhiredis-dev slowhttptest ;;
     asan)  add clang libclang-rt-14-dev ;;
     fuzz)  add clang libclang-rt-14-dev ;;
     valgrind) add valgrind ;;
