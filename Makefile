@@ -6,7 +6,7 @@ BUILD    ?= build
 CFLAGS   ?= -O2 -g
 WARN     := -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CPPFLAGS := -D_GNU_SOURCE -Isrc
-LDLIBS   := -lyaml -lpthread -lm
+LDLIBS   := -lyaml -lhiredis -lpthread -lm
 PYTEST   := /usr/bin/python3 -m pytest
 BIN      ?= bulwark
 

@@ -59,7 +59,7 @@ for harness in fuzz/fuzz_*.c; do
     name=${name#fuzz_}
     bin="$out/fuzz_$name"
     if ! "$CC" "${cflags[@]}" -fsanitize=fuzzer,address,undefined "${san[@]}" \
-        -o "$bin" "$harness" ${objs[@]:+"$lib"} -lyaml -lpthread 2>"$bin.build.log"; then
+        -o "$bin" "$harness" ${objs[@]:+"$lib"} -lyaml -lhiredis -lpthread 2>"$bin.build.log"; then
         echo "fuzz_$name: BUILD FAILED" >&2
         sed 's/^/    /' "$bin.build.log" | head -20 >&2
         [ $status -eq 0 ] && status=2

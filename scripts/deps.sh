@@ -9,7 +9,7 @@ groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(build test)
 for g in "${groups[@]}"; do
   case "$g" in
-    build) add gcc make libc6-dev libyaml-dev pkg-config ;;
+    build) add gcc make libc6-dev libyaml-dev libhiredis-dev pkg-config ;;
     test)  add libcmocka-dev python3 python3-pytest curl php-fpm redis-server libhiredis-dev slowhttptest ;;
     asan)  add clang libclang-rt-14-dev ;;
     fuzz)  add clang libclang-rt-14-dev ;;
