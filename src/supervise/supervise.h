@@ -123,8 +123,9 @@ size_t supervise_evidence_text(const struct program_info *p, int64_t now_ms, cha
 /* Room for every kept line with its newline and the final NUL. */
 #define SUPERVISE_TAIL_BYTES ((SUPERVISE_TAIL_LINES + 1) * (SUPERVISE_TAIL_LINE_MAX + 1) + 1)
 
-/* Program name's last stderr lines, oldest first (the current run's and the
- * runs before it), each ending "\n", then an unfinished line if any, into
+/* Program name's last SUPERVISE_TAIL_LINES stderr lines, oldest first (the
+ * current run's and the runs before it), an unfinished one last, each
+ * ending "\n", into
  * out (NUL terminated; a cap of SUPERVISE_TAIL_BYTES holds them all). Returns
  * the length; 0 when none or no such program. Any thread. */
 size_t supervise_last_stderr(const char *name, char *out, size_t cap);

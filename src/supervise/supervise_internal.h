@@ -26,8 +26,8 @@ struct tail {
 void tail_clear(struct tail *t);
 /* Add n bytes of output. */
 void tail_feed(struct tail *t, const char *p, size_t n);
-/* The kept lines, oldest first, then the unfinished one if any, each
- * followed by '\n', into out (NUL terminated, at most cap bytes: the oldest
+/* The last SUPERVISE_TAIL_LINES lines, oldest first, the unfinished one (if
+ * any) last, each followed by '\n', into out (NUL terminated, at most cap bytes: the oldest
  * lines are left out first when they do not all fit). Returns the length. */
 size_t tail_text(const struct tail *t, char *out, size_t cap);
 

@@ -52,6 +52,9 @@ size_t tail_text(const struct tail *t, char *out, size_t cap)
         lens[k] = slot == t->next ? t->len : strlen(t->lines[slot]);
         total += lens[k] + 1;
     }
+    /* at most SUPERVISE_TAIL_LINES, the unfinished one counted */
+    for (; n - first > SUPERVISE_TAIL_LINES; first++)
+        total -= lens[first] + 1;
     while (first < n && total + 1 > cap)
         total -= lens[first++] + 1;
     size_t len = 0;
