@@ -9,9 +9,11 @@ Programs are small Python scripts bulwark starts. Waits are on conditions
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
+from conftest import BIN
 from origins import free_port, wait_for
 from origins.faulty import fetch
 
@@ -247,6 +249,17 @@ def test_all_programs_fatal_gives_an_immediate_503(bulwark, tmp_path):
     assert admin_get(aport, "/status")["programs"]["php"]["last_stderr"][-1] == "dying"
     errs = admin_get(aport, "/errors")["errors"]
     assert "is FATAL" in next(e for e in errs if e["rid"] == rid)["program"]
+    # bulwark status: a programs table after the servers
+    p = subprocess.run([BIN, "status", "--admin", f"127.0.0.1:{aport}"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    head = next(i for i, l in enumerate(lines) if l.startswith("PROGRAM"))
+    assert lines[head].split() == ["PROGRAM", "STATE", "PID", "RESTARTS", "UPTIME", "LAST",
+                                   "EXIT", "LAST", "STDERR"], lines[head]
+    row = lines[head + 1].split()
+    assert row[:5] == ["php", "FATAL", "-", "2", "-"], lines[head + 1]
+    assert "exit code 3" in lines[head + 1] and row[-1] == "dying", lines[head + 1]
 
 
 def test_flooding_program_keeps_a_bounded_tail(bulwark, tmp_path):
