@@ -124,6 +124,35 @@ static void status_balancer(struct obuf *b, const struct upstream_shared *sh)
         obuf_puts(b, ",\"change_cause\":null}");
 }
 
+/* ,"program":"...": why the program bound to the server (src/supervise) is
+ * not serving, or null; the same sentence gateway errors on it carry. */
+static void status_server_program(struct obuf *b, const char *group, const char *server)
+{
+    char text[320];
+    obuf_puts(b, ",\"program\":");
+    if (supervise_evidence(group, server, text, sizeof(text)))
+        obuf_json_str(b, text, strlen(text));
+    else
+        obuf_puts(b, "null");
+}
+
+/* ,"last_stderr":[...]: the program's last stderr lines, oldest first. */
+static void status_last_stderr(struct obuf *b, const char *name)
+{
+    char *text = malloc(SUPERVISE_TAIL_BYTES);
+    size_t len = text ? supervise_last_stderr(name, text, SUPERVISE_TAIL_BYTES) : 0;
+    obuf_puts(b, ",\"last_stderr\":[");
+    for (size_t i = 0, start = 0; i < len; i++) {
+        if (text[i] != '\n')
+            continue;
+        obuf_puts(b, start ? "," : "");
+        obuf_json_str(b, text + start, i - start);
+        start = i + 1;
+    }
+    obuf_puts(b, "]");
+    free(text);
+}
+
 static void status_server(struct obuf *b, const struct config_upstream *up,
                           const struct config_server *srv, uint64_t *attempts, uint64_t *failures)
 {
@@ -142,6 +171,7 @@ static void status_server(struct obuf *b, const struct config_upstream *up,
     obuf_json_str(b, srv->name, strlen(srv->name));
     status_balancer(b, sh);
     status_ejection(b, up, srv->name);
+    status_server_program(b, group, srv->name);
     obuf_printf(b,
                 ",\"backup\":%s,\"resolved\":%s,\"state\":\"%s\",\"in_flight\":%lld,"
                 "\"attempts\":%llu,"
@@ -212,6 +242,13 @@ static void status_programs(struct obuf *b)
             obuf_printf(b, "%lld", (long long)((now - p->started_wall_ms) / 1000));
         else
             obuf_puts(b, "null");
+        status_last_stderr(b, p->name);
+        char evidence[320];
+        obuf_puts(b, ",\"evidence\":");
+        if (supervise_evidence_text(p, now, evidence, sizeof(evidence)))
+            obuf_json_str(b, evidence, strlen(evidence));
+        else
+            obuf_puts(b, "null");
         obuf_puts(b, ",\"last_exit\":");
         if (!p->has_exit) {
             obuf_puts(b, "null}");
@@ -223,7 +260,9 @@ static void status_programs(struct obuf *b)
             obuf_printf(b, ",\"code\":null,\"signal\":\"%s\"", p->exit_signal);
         else
             obuf_printf(b, ",\"code\":%d,\"signal\":null", p->exit_code);
-        obuf_printf(b, ",\"core_dumped\":%s,\"time\":", p->core_dumped ? "true" : "false");
+        obuf_printf(b,
+                    ",\"core_dumped\":%s,\"hung\":%s,\"time\":", p->core_dumped ? "true" : "false",
+                    p->hung ? "true" : "false");
         json_time(b, p->exited_wall_ms);
         obuf_printf(b, ",\"seconds_ago\":%lld,\"run_time_ms\":%llu}}",
                     (long long)((now - p->exited_wall_ms) / 1000),
@@ -333,6 +372,56 @@ static void ago(char *out, size_t cap, int64_t ms)
         snprintf(out, cap, "%lldh ago", (long long)(s / 3600));
 }
 
+/* The programs (src/supervise), after the servers: name, state, pid,
+ * restarts, uptime, how the last run ended, and its last stderr line. */
+static void status_table_programs(struct obuf *b, struct table *t, int64_t now)
+{
+    struct program_info info[64];
+    size_t n = supervise_snapshot(info, sizeof(info) / sizeof(info[0]));
+    if (n == 0)
+        return;
+    if (n > sizeof(info) / sizeof(info[0]))
+        n = sizeof(info) / sizeof(info[0]);
+    t->rows = 0;
+    static const char *const head[TABLE_COLS] = {"PROGRAM", "STATE",     "PID",        "RESTARTS",
+                                                 "UPTIME",  "LAST EXIT", "LAST STDERR"};
+    table_row(t, head);
+    char *tail = malloc(SUPERVISE_TAIL_BYTES);
+    for (size_t i = 0; i < n; i++) {
+        const struct program_info *p = &info[i];
+        char pid[24] = "-", restarts[24], uptime[32] = "-", last[160] = "-", line[84] = "";
+        if (p->pid)
+            snprintf(pid, sizeof(pid), "%d", (int)p->pid);
+        snprintf(restarts, sizeof(restarts), "%u", p->restarts);
+        if (p->pid && p->started_wall_ms) {
+            int64_t s = (now - p->started_wall_ms) / 1000;
+            snprintf(uptime, sizeof(uptime), "%lldh%02lldm%02llds", (long long)(s / 3600),
+                     (long long)(s / 60 % 60), (long long)(s % 60));
+        }
+        if (p->has_exit) {
+            char when[32];
+            ago(when, sizeof(when), now - p->exited_wall_ms);
+            snprintf(last, sizeof(last), "%s%s %s", p->last_exit, p->hung ? " (hung)" : "", when);
+        }
+        size_t len = tail ? supervise_last_stderr(p->name, tail, SUPERVISE_TAIL_BYTES) : 0;
+        if (len) {
+            /* the last line (each ends with a newline) */
+            size_t start = len - 1;
+            while (start > 0 && tail[start - 1] != '\n')
+                start--;
+            size_t n_line = len - 1 - start;
+            snprintf(line, sizeof(line), "%.*s%s", (int)(n_line > 80 ? 77 : n_line), tail + start,
+                     n_line > 80 ? "..." : "");
+        }
+        const char *row[TABLE_COLS] = {
+            p->name, supervise_state_name(p->state), pid, restarts, uptime, last, line};
+        table_row(t, row);
+    }
+    free(tail);
+    obuf_puts(b, "\n");
+    table_write(b, t);
+}
+
 void observe_status_table(struct obuf *b)
 {
     struct config *cfg = observe_current_config();
@@ -393,6 +482,7 @@ void observe_status_table(struct obuf *b)
         }
     }
     table_write(b, t);
+    status_table_programs(b, t, now);
     free(t);
     observe_pool_counts(&reused, &fresh);
     obuf_printf(b,

@@ -108,6 +108,8 @@ struct request_record {
     uint64_t body_bytes_sent;    /* response body bytes to the client */
     uint64_t request_body_bytes; /* request body bytes from the client */
     int64_t connect_ms, header_ms, upstream_ms, total_ms; /* -1: not applicable */
+    const char *program; /* why the server's program was not serving (supervise_evidence),
+                            for /errors; NULL: none */
 };
 
 /* Apply a config's observe settings (access log format, error pages,

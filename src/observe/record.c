@@ -120,6 +120,8 @@ static void format_json(struct sbuf *b, const struct request_record *rec, int64_
         json_key_cstr(b, "sentence", cause_get(rec->cause)->sentence);
         json_key_cstr(b, "fix", cause_get(rec->cause)->fix);
     }
+    if (with_help)
+        json_key_cstr(b, "program", rec->program);
     sbuf_puts(b, ",\"attempt_details\":[");
     int n = rec->num_attempts < OBSERVE_MAX_ATTEMPTS ? rec->num_attempts : OBSERVE_MAX_ATTEMPTS;
     for (int i = 0; i < n; i++) {

@@ -142,10 +142,13 @@ void attempt_log_failure(struct request *r, const char *what, enum cause cause, 
     if (!detail)
         detail = err ? strerror(err) : "no error code";
     uint64_t now = loop_now_ms(session_loop(r->s));
-    log_error("%s %s (upstream \"%s\") failed: %s. %s Next step: %s; cause=%s attempt=%d "
+    request_note_program(r);
+    const char *program = r->program_evidence;
+    log_error("%s %s (upstream \"%s\") failed: %s%s%s%s. %s Next step: %s; cause=%s attempt=%d "
               "elapsed_ms=%llu client=%s rid=%s",
               what, r->at.server ? r->at.server->cfg->addr.text : "-", r->group->cfg->name, detail,
-              ci->sentence, ci->fix, ci->proxy_status, r->attempts,
+              program[0] ? " (" : "", program, program[0] ? ")" : "", ci->sentence, ci->fix,
+              ci->proxy_status, r->attempts,
               (unsigned long long)(r->at.t_connect_ms ? now - r->at.t_connect_ms : 0), r->s->ip,
               r->rid);
 }
@@ -302,10 +305,12 @@ void attempt_start(struct request *r)
                 return;
             }
             if (r->attempts == 0) {
+                request_note_program(r);
                 log_error("no server of upstream \"%s\" is up: all %zu servers are "
-                          "down, answered 503 without a connect attempt; "
+                          "down%s%s, answered 503 without a connect attempt; "
                           "cause=destination_unavailable client=%s rid=%s",
-                          r->group->cfg->name, r->group->num_servers, s->ip, r->rid);
+                          r->group->cfg->name, r->group->num_servers,
+                          r->program_evidence[0] ? "; " : "", r->program_evidence, s->ip, r->rid);
                 request_fail(r, CAUSE_DESTINATION_UNAVAILABLE, 0);
             } else
                 request_fail(r, a->last_cause, a->last_err);

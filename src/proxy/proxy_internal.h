@@ -309,6 +309,10 @@ struct request {
     bool aborted;                  /* the client connection was cut mid-response */
     enum cause cause;
     int err; /* errno of the failure, 0 if none */
+    /* Why the program (src/supervise) behind the failing server is not
+     * serving, for the error log, /errors and Proxy-Status details; "" when
+     * none. Set on the error path only (request_note_program). */
+    char program_evidence[320];
 };
 
 /* The response head (ours or the upstream's) is on its way to the client:
@@ -406,6 +410,10 @@ void request_drive(struct request *r);
 /* respond.c */
 /* The one place an exchange failure becomes what the client sees. */
 void request_fail(struct request *r, enum cause cause, int err);
+/* Look up the program bound to the request's server (or, with no server
+ * picked, to its group) into r->program_evidence. Takes the supervisor's
+ * mutex: the error path only. */
+void request_note_program(struct request *r);
 /* Refuse the client's request (bad syntax, limits, timeouts). */
 void request_refuse(struct request *r, int status, enum cause cause, const char *why);
 /* Queue our own response in cl_out (state REQ_LOCAL). */

@@ -106,6 +106,7 @@ static void request_log(struct request *r)
         .header_ms = span_ms(a->t_connect_ms, a->t_header_ms),
         .upstream_ms = a->t_connect_ms ? span_ms(a->t_connect_ms, now) : -1,
         .total_ms = span_ms(r->t_start_ms, now),
+        .program = r->program_evidence[0] ? r->program_evidence : NULL,
     };
     int n = r->attempts < OBSERVE_MAX_ATTEMPTS ? r->attempts : OBSERVE_MAX_ATTEMPTS;
     memcpy(rec.attempts, r->evidence, (size_t)n * sizeof(rec.attempts[0]));

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "supervise/supervise.h"
+
 /* Error pages are built here first: custom pages may be up to 32 KiB. */
 static __thread char page[40 * 1024];
 
@@ -30,21 +32,25 @@ void respond_local(struct request *r, int status, enum cause cause)
     /* Details (addresses, errno) reach the client only when the config
      * says so: never leak internal addresses to the public by default.
      * RFC 9209 next-hop names the upstream group unless details are on. */
-    char details[320];
+    char details[512];
     const struct upstream_server *srv = r->at.server;
-    bool exposed = observe_expose_details() && srv;
-    if (exposed)
-        snprintf(details, sizeof(details), "%s: %s", srv->cfg->addr.text,
-                 r->err ? strerror(r->err) : cause_get(cause)->sentence);
+    const char *program = r->program_evidence;
+    bool exposed = observe_expose_details() && (srv || program[0]);
+    if (exposed && srv)
+        snprintf(details, sizeof(details), "%s: %s%s%s", srv->cfg->addr.text,
+                 r->err ? strerror(r->err) : cause_get(cause)->sentence, program[0] ? "; " : "",
+                 program);
+    else if (exposed)
+        snprintf(details, sizeof(details), "%s", program);
     const char *next_hop = NULL;
     if (srv)
         next_hop = exposed ? srv->cfg->addr.text : r->group->cfg->name;
     const char *ctype;
     size_t blen = observe_error_page(page, sizeof(page), status, cause, r->rid, r->accept,
                                      r->accept_len, exposed ? details : NULL, &ctype);
-    char ps[1024];
+    char ps[1536];
     size_t pl = observe_proxy_status(ps, sizeof(ps), cause, next_hop, exposed ? details : NULL);
-    assert(pl > 0); /* a group name and 320 bytes of details always fit 1 KiB */
+    assert(pl > 0); /* a group name and 512 bytes of details always fit 1.5 KiB */
 
     struct wbuf w = buf_writer(&r->cl_out.gen);
     wbuf_puts(&w, "HTTP/1.1 ");
@@ -86,11 +92,33 @@ void respond_local(struct request *r, int status, enum cause cause)
     }
 }
 
+void request_note_program(struct request *r)
+{
+    char ev[240];
+    r->program_evidence[0] = '\0';
+    if (!r->group)
+        return;
+    const char *group = r->group->cfg->name;
+    if (r->at.server) {
+        supervise_evidence(group, r->at.server->cfg->name, r->program_evidence,
+                           sizeof(r->program_evidence));
+        return;
+    }
+    /* No server was picked: every one is down. */
+    if (supervise_evidence(group, NULL, ev, sizeof(ev)))
+        snprintf(r->program_evidence, sizeof(r->program_evidence),
+                 "every server of group %.40s is down: %s", group, ev);
+}
+
 void request_fail(struct request *r, enum cause cause, int err)
 {
     struct session *s = r->s;
     r->cause = cause;
     r->err = err;
+    int status = cause_get(cause)->status;
+    /* A gateway error: was the server's program down? (error path only) */
+    if (status == 502 || status == 503 || status == 504)
+        request_note_program(r);
     attempt_end(r, cause, err);
     attempt_release(r, false);
     const struct cause_info *ci = cause_get(cause);

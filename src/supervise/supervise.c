@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "supervise/supervise_internal.h"
 #include "upstream/upstream.h"
 
 extern char **environ;
@@ -23,6 +24,20 @@ extern char **environ;
 /* How often a starting program's server is tried: often enough that it is
  * back in rotation moments after it listens, rarely enough to cost nothing. */
 #define READY_POLL_MS 50
+
+/* What one output event reads at most before the loop serves others: a
+ * program that floods its pipe cannot starve the health checks and the
+ * other programs (the rest is read on the next iteration). */
+#define OUTPUT_BATCH_BYTES (256 * 1024)
+
+/* One of a program's output pipes (stdout, stderr), read on the loop. */
+struct output {
+    struct io io;      /* the pipe's read end; fd -1: none */
+    struct timer more; /* a flood: read on after a bounded batch */
+    struct program *p;
+    int sink;       /* written on to: its file, or STDERR_FILENO; -1: none */
+    bool is_stderr; /* its lines go to the program's tail */
+};
 
 struct program {
     struct supervisor *sv;
@@ -39,6 +54,10 @@ struct program {
     uint64_t started_ms;      /* monotonic, of the current run */
     uint32_t backoff_ms;      /* the nominal delay before the next restart */
     uint64_t *restart_ms;     /* ring of the last max_restarts restart times */
+    struct output out[2];     /* stdout, stderr */
+    uint32_t check_fails;     /* health checks failed in a row while RUNNING */
+    bool hang_stop;           /* bulwark is stopping this run because its server hangs */
+    struct tail tail;         /* its last stderr lines; written under the lock */
 
     /* Read by supervise_snapshot under the lock. */
     struct program_info info;
@@ -164,6 +183,110 @@ static void ready_try(struct program *p)
     loop_timer_set(p->sv->loop, &p->ready_timer, READY_POLL_MS);
 }
 
+/* ---- output: pipes read on the loop, written on, stderr's tail kept ---- */
+
+static void output_close(struct output *o)
+{
+    struct loop *loop = o->p->sv->loop;
+    loop_timer_cancel(loop, &o->more);
+    if (o->io.fd >= 0) {
+        loop_del(loop, &o->io);
+        close(o->io.fd);
+        o->io.fd = -1;
+    }
+    if (o->sink >= 0 && o->sink != STDERR_FILENO)
+        close(o->sink);
+    o->sink = -1;
+}
+
+static void output_write(struct output *o, const char *p, size_t n)
+{
+    if (o->is_stderr) {
+        pthread_mutex_lock(&lock);
+        tail_feed(&o->p->tail, p, n);
+        pthread_mutex_unlock(&lock);
+    }
+    /* A blocking write: a file, or bulwark's stderr as before the pipe. */
+    while (n) {
+        ssize_t w = write(o->sink, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* nowhere to report it; the tail still has it */
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Read what the pipe holds, at most OUTPUT_BATCH_BYTES (the rest on the
+ * next iteration of the loop). The end of the pipe closes it. */
+static void output_read(struct output *o)
+{
+    char chunk[16384];
+    size_t total = 0;
+    while (o->io.fd >= 0) {
+        if (total >= OUTPUT_BATCH_BYTES) {
+            loop_timer_set(o->p->sv->loop, &o->more, 0);
+            return;
+        }
+        ssize_t n = read(o->io.fd, chunk, sizeof(chunk));
+        if (n > 0) {
+            total += (size_t)n;
+            output_write(o, chunk, (size_t)n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            return;
+        } else {
+            output_close(o);
+        }
+    }
+}
+
+static void output_event(struct io *io, uint32_t events)
+{
+    (void)events;
+    output_read(container_of(io, struct output, io));
+}
+
+static void output_more(struct timer *t)
+{
+    output_read(container_of(t, struct output, more));
+}
+
+/* The fd the child writes stream to: a pipe whose read end o reads on the
+ * loop, writing on to path (or bulwark's stderr). Without a pipe: path
+ * itself (or -1: the child inherits bulwark's). The caller closes the
+ * returned fd once the child has it. */
+static int output_start(struct program *p, struct output *o, const char *path)
+{
+    int sink = -1, fds[2];
+    if (path) {
+        sink = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (sink < 0)
+            log_error("program %s: cannot open %s: %s; using bulwark's stderr", p->pc->name, path,
+                      strerror(errno));
+    }
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+        log_warn("program %s: no pipe for its output (%s): it writes directly, and no stderr "
+                 "lines are kept",
+                 p->pc->name, strerror(errno));
+        return sink;
+    }
+    /* Only our end is non-blocking: the program's writes block as usual
+     * when we fall behind. */
+    fcntl(fds[1], F_SETFL, 0);
+    o->io.fd = fds[0];
+    if (loop_add(p->sv->loop, &o->io) < 0) {
+        o->io.fd = -1;
+        close(fds[0]);
+        close(fds[1]);
+        return sink;
+    }
+    o->sink = sink >= 0 ? sink : STDERR_FILENO;
+    return fds[1];
+}
+
 /* ---- exits and restarts ---- */
 
 static const char *signal_name(int signo, char *buf, size_t cap)
@@ -186,6 +309,7 @@ static void record_exit(struct program *p, int wstatus, uint64_t now_ms)
     in->exit_signal[0] = '\0';
     in->core_dumped = false;
     in->exit_code = -1;
+    in->hung = p->hang_stop;
     if (wstatus == -1) {
         snprintf(in->last_exit, sizeof(in->last_exit), "reaped elsewhere");
     } else if (WIFSIGNALED(wstatus)) {
@@ -226,6 +350,30 @@ static void restart_timer_fired(struct timer *t)
         spawn(p);
 }
 
+/* The end of p's stderr tail as one log field: the last lines joined with
+ * " | ", at most cap - 1 bytes (the newest kept whole when they do not all
+ * fit). "" when it wrote nothing. */
+static const char *tail_for_log(const struct program *p, char *out, size_t cap)
+{
+    char text[SUPERVISE_TAIL_BYTES];
+    size_t len = tail_text(&p->tail, text, sizeof(text));
+    size_t start = len > cap - 1 ? len - (cap - 1) : 0;
+    /* begin at a line start, so no line is shown cut in two */
+    while (start > 0 && start < len && text[start - 1] != '\n')
+        start++;
+    size_t n = 0;
+    for (size_t i = start; i < len && n + 1 < cap; i++) {
+        if (text[i] != '\n') {
+            out[n++] = text[i];
+        } else if (i + 1 < len && n + 4 < cap) {
+            memcpy(out + n, " | ", 3);
+            n += 3;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
 static void child_exited(struct child_watch *cw, int wstatus)
 {
     struct program *p = container_of(cw, struct program, cw);
@@ -233,6 +381,7 @@ static void child_exited(struct child_watch *cw, int wstatus)
     const struct config_program *pc = p->pc;
     uint64_t now = loop_update_time(sv->loop);
     pid_t pid = p->pid;
+    bool hung = p->hang_stop;
 
     record_exit(p, wstatus, now);
     /* The rest of its tree: a worker it forked must not keep the port, nor
@@ -240,10 +389,20 @@ static void child_exited(struct child_watch *cw, int wstatus)
     if (killpg(pid, SIGKILL) < 0 && errno != ESRCH)
         log_warn("program %s: cannot kill its process group %d: %s", pc->name, (int)pid,
                  strerror(errno));
+    /* Its last words are in the pipes: read them before telling of its end. */
+    for (int i = 0; i < 2; i++) {
+        output_read(&p->out[i]);
+        output_close(&p->out[i]);
+    }
     ready_stop(p);
     loop_timer_cancel(sv->loop, &p->timer);
+    p->timer.cb = restart_timer_fired; /* it was stop_timeout_fired during a hang stop */
     mark(p, false);
 
+    char tail[640];
+    tail_for_log(p, tail, sizeof(tail));
+    const char *tail_key = tail[0] ? " last_stderr=\"" : "";
+    const char *tail_end = tail[0] ? "\"" : "";
     if (sv->stopping) {
         log_info("program %s stopped: %s pid=%d", pc->name, p->info.last_exit, (int)pid);
         set_state(p, PROGRAM_STOPPED);
@@ -251,22 +410,24 @@ static void child_exited(struct child_watch *cw, int wstatus)
             loop_stop(sv->loop);
         return;
     }
-    bool failed = wstatus == -1 || !WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0;
+    bool failed = hung || wstatus == -1 || !WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0;
     const char *bound = p->sh ? "; its server is down" : "";
+    const char *why = hung ? " (stopped by bulwark: its server hung)" : "";
     if (pc->restart == PROGRAM_RESTART_NEVER ||
         (pc->restart == PROGRAM_RESTART_ON_FAILURE && !failed)) {
-        log_warn("program %s exited: %s%s; not restarted (restart: %s) pid=%d run_time_ms=%llu",
-                 pc->name, p->info.last_exit, bound,
+        log_warn("program %s exited: %s%s%s; not restarted (restart: %s) pid=%d "
+                 "run_time_ms=%llu%s%s%s",
+                 pc->name, p->info.last_exit, why, bound,
                  pc->restart == PROGRAM_RESTART_NEVER ? "never" : "on-failure", (int)pid,
-                 (unsigned long long)p->info.run_time_ms);
+                 (unsigned long long)p->info.run_time_ms, tail_key, tail, tail_end);
         set_state(p, PROGRAM_EXITED);
         return;
     }
     if (too_many_restarts(p, now)) {
-        log_error("program %s FATAL: %s, and it was restarted %d times within %u ms; giving up%s "
-                  "pid=%d",
-                  pc->name, p->info.last_exit, pc->max_restarts, pc->restart_window_ms, bound,
-                  (int)pid);
+        log_error("program %s FATAL: %s%s, and it was restarted %d times within %u ms; giving "
+                  "up%s pid=%d%s%s%s",
+                  pc->name, p->info.last_exit, why, pc->max_restarts, pc->restart_window_ms, bound,
+                  (int)pid, tail_key, tail, tail_end);
         set_state(p, PROGRAM_FATAL);
         return;
     }
@@ -276,11 +437,53 @@ static void child_exited(struct child_watch *cw, int wstatus)
         p->backoff_ms = pc->backoff_initial_ms;
     uint32_t delay = jittered(p->backoff_ms);
     p->backoff_ms = p->backoff_ms > pc->backoff_max_ms / 2 ? pc->backoff_max_ms : p->backoff_ms * 2;
-    log_warn("program %s exited: %s%s; restarting in %u ms pid=%d run_time_ms=%llu restarts=%u",
-             pc->name, p->info.last_exit, bound, delay, (int)pid,
-             (unsigned long long)p->info.run_time_ms, p->info.restarts);
+    log_warn("program %s exited: %s%s%s; restarting in %u ms pid=%d run_time_ms=%llu "
+             "restarts=%u%s%s%s",
+             pc->name, p->info.last_exit, why, bound, delay, (int)pid,
+             (unsigned long long)p->info.run_time_ms, p->info.restarts, tail_key, tail, tail_end);
     set_state(p, PROGRAM_BACKOFF);
     loop_timer_set(sv->loop, &p->timer, delay);
+}
+
+/* ---- hangs: the bound server fails its health checks while it runs ---- */
+
+static void stop_timeout_fired(struct timer *t);
+
+/* The checks run on the supervisor's loop (proxy_run starts both on the
+ * main thread), so this reads current without the lock: only this thread
+ * writes it. */
+static void health_verdict(struct upstream_shared *sh, bool passed, int fails)
+{
+    struct supervisor *sv = current;
+    for (size_t i = 0; sv && !sv->stopping && i < sv->num_programs; i++) {
+        struct program *p = &sv->programs[i];
+        if (p->sh != sh)
+            continue;
+        /* Only a run that was serving can hang: the failures of one that
+         * is starting say only that it is not up yet. */
+        if (passed || p->state != PROGRAM_RUNNING || !p->pid) {
+            p->check_fails = 0;
+            continue;
+        }
+        if (++p->check_fails < (uint32_t)fails)
+            continue;
+        char sig[32];
+        log_warn("program %s: server %s failed %u health checks while running (pid %d): "
+                 "restarting it (hang); %s to its process group, SIGKILL after %u ms "
+                 "cause=hang",
+                 p->pc->name, p->pc->server, p->check_fails, (int)p->pid,
+                 signal_name(p->pc->stop_signal, sig, sizeof(sig)), p->pc->stop_timeout_ms);
+        p->hang_stop = true;
+        p->check_fails = 0;
+        killpg(p->pid, p->pc->stop_signal);
+        /* A stopped process (SIGSTOP) acts on the signal only once it
+         * runs again. */
+        killpg(p->pid, SIGCONT);
+        set_state(p, PROGRAM_STOPPING);
+        loop_timer_cancel(sv->loop, &p->timer);
+        p->timer.cb = stop_timeout_fired;
+        loop_timer_set(sv->loop, &p->timer, p->pc->stop_timeout_ms);
+    }
 }
 
 /* ---- starting ---- */
@@ -306,17 +509,6 @@ static bool resolve(const char *name, char *out, size_t cap)
     }
     snprintf(out, cap, "%s", name);
     return false;
-}
-
-static int open_output(const struct program *p, const char *path)
-{
-    if (!path)
-        return -1;
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0)
-        log_error("program %s: cannot open %s: %s; using bulwark's stderr", p->pc->name, path,
-                  strerror(errno));
-    return fd;
 }
 
 /* In the forked child: only async-signal-safe calls until execve. A failure
@@ -367,7 +559,11 @@ static void spawn(struct program *p)
         pthread_mutex_unlock(&lock);
     }
     resolve(pc->argv[0], path, sizeof(path));
-    int out = open_output(p, pc->stdout_path), err = open_output(p, pc->stderr_path);
+    /* A previous run's pipes were read to their end when it exited. */
+    output_close(&p->out[0]);
+    output_close(&p->out[1]);
+    int out = output_start(p, &p->out[0], pc->stdout_path);
+    int err = output_start(p, &p->out[1], pc->stderr_path);
     if (pipe2(report, O_CLOEXEC) < 0) {
         report[0] = report[1] = -1;
     }
@@ -385,6 +581,8 @@ static void spawn(struct program *p)
     if (pid < 0) {
         if (report[0] >= 0)
             close(report[0]);
+        output_close(&p->out[0]);
+        output_close(&p->out[1]);
         log_error("program %s: fork failed: %s; retrying in %u ms", pc->name, strerror(fork_errno),
                   p->backoff_ms);
         set_state(p, PROGRAM_BACKOFF);
@@ -399,6 +597,8 @@ static void spawn(struct program *p)
             ;
         close(report[0]);
     }
+    p->check_fails = 0;
+    p->hang_stop = false;
     pthread_mutex_lock(&lock);
     p->pid = pid;
     p->started_ms = now;
@@ -473,6 +673,16 @@ struct supervisor *supervise_start(struct loop *loop, struct config *cfg, int do
         p->backoff_ms = pc->backoff_initial_ms;
         p->ready_io.fd = -1;
         p->ready_io.on_event = ready_event;
+        p->info.max_restarts = (uint32_t)pc->max_restarts;
+        p->info.restart_window_ms = pc->restart_window_ms;
+        for (int k = 0; k < 2; k++) {
+            p->out[k].p = p;
+            p->out[k].io.fd = -1;
+            p->out[k].io.on_event = output_event;
+            p->out[k].sink = -1;
+            p->out[k].is_stderr = k == 1;
+            timer_init(&p->out[k].more, output_more);
+        }
         timer_init(&p->timer, restart_timer_fired);
         timer_init(&p->ready_timer, ready_timer_fired);
         if (pc->max_restarts > 0)
@@ -485,6 +695,7 @@ struct supervisor *supervise_start(struct loop *loop, struct config *cfg, int do
     pthread_mutex_lock(&lock);
     current = sv;
     pthread_mutex_unlock(&lock);
+    upstream_health_set_verdict_hook(health_verdict);
     for (size_t i = 0; i < sv->num_programs; i++)
         spawn(&sv->programs[i]);
     return sv;
@@ -551,6 +762,7 @@ void supervise_stop(struct supervisor *sv)
 {
     if (!sv)
         return;
+    upstream_health_set_verdict_hook(NULL);
     sv->stopping = true;
     sv->live = 0;
     for (size_t i = 0; i < sv->num_programs; i++) {
@@ -584,6 +796,10 @@ void supervise_stop(struct supervisor *sv)
         waitpid(p->pid, NULL, 0);
         set_state(p, PROGRAM_STOPPED);
     }
+    for (size_t i = 0; i < sv->num_programs; i++) {
+        output_close(&sv->programs[i].out[0]);
+        output_close(&sv->programs[i].out[1]);
+    }
     pthread_mutex_lock(&lock);
     current = NULL;
     pthread_mutex_unlock(&lock);
@@ -607,4 +823,48 @@ size_t supervise_snapshot(struct program_info *out, size_t max)
     }
     pthread_mutex_unlock(&lock);
     return n;
+}
+
+size_t supervise_evidence(const char *group, const char *server, char *out, size_t cap)
+{
+    size_t len = 0;
+    int64_t now = wall_ms();
+    if (cap == 0)
+        return 0;
+    out[0] = '\0';
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; current && i < current->num_programs; i++) {
+        const struct program *p = &current->programs[i];
+        const struct config_program *pc = p->pc;
+        if (!pc->upstream || strcmp(pc->upstream->name, group) != 0 ||
+            (server && strcmp(pc->server, server) != 0))
+            continue;
+        char one[256];
+        size_t n = supervise_evidence_text(&p->info, now, one, sizeof(one));
+        if (!n)
+            continue;
+        int w = snprintf(out + len, cap - len, "%s%s", len ? "; " : "", one);
+        if (w < 0 || (size_t)w >= cap - len) {
+            len = strlen(out);
+            break;
+        }
+        len += (size_t)w;
+    }
+    pthread_mutex_unlock(&lock);
+    return len;
+}
+
+size_t supervise_last_stderr(const char *name, char *out, size_t cap)
+{
+    size_t len = 0;
+    if (cap)
+        out[0] = '\0';
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; current && i < current->num_programs; i++)
+        if (strcmp(current->programs[i].info.name, name) == 0) {
+            len = tail_text(&current->programs[i].tail, out, cap);
+            break;
+        }
+    pthread_mutex_unlock(&lock);
+    return len;
 }

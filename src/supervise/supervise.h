@@ -10,8 +10,24 @@
  * its server succeeds (polled on the loop). Too many restarts within
  * restart_window: FATAL, no more restarts.
  *
+ * A program's stdout and stderr are pipes read on the loop (non-blocking,
+ * in bounded batches), written on to its stdout/stderr file or, when none
+ * is set, to bulwark's own stderr; the last SUPERVISE_TAIL_LINES lines of
+ * stderr are kept in fixed memory as evidence (supervise_last_stderr, the
+ * exit log line). A program that floods or never writes a newline is cut
+ * per line, never grows memory.
+ *
+ * Hangs: the active health checks (src/upstream/health.c, same loop) tell
+ * the supervisor every verdict through upstream_health_set_verdict_hook();
+ * a RUNNING program whose server failed `fails` checks in a row while its
+ * process is alive is stopped (stop_signal, SIGKILL after stop_timeout)
+ * and restarted with the usual back-off and restart accounting.
+ *
  * The state is written on the loop's thread under a mutex; any thread may
- * read it with supervise_snapshot().
+ * read it with supervise_snapshot(), supervise_evidence() and
+ * supervise_last_stderr(). Workers call supervise_evidence() only on a
+ * gateway error (as the /errors ring, the mutex is never taken by a request
+ * that succeeds).
  */
 #ifndef BULWARK_SUPERVISE_H
 #define BULWARK_SUPERVISE_H
@@ -70,10 +86,48 @@ struct program_info {
     bool core_dumped;
     int64_t exited_wall_ms; /* when the last run ended */
     uint64_t run_time_ms;   /* how long the last run lasted */
+    bool hung;              /* bulwark stopped the last run: its server failed its health
+                               checks while the process was alive */
+    uint32_t max_restarts;  /* from its config, for "restart 2 of 10"; 0: no limit */
+    uint32_t restart_window_ms;
 };
 
 /* Copy the state of up to max programs into out (thread safe). Returns how
  * many there are (may exceed max); 0 when no supervisor runs. */
 size_t supervise_snapshot(struct program_info *out, size_t max);
+
+/* A program that exited this recently is still named in gateway errors on
+ * its server, even once it runs again (the error may be the restart's). */
+#define SUPERVISE_EVIDENCE_MS 60000
+
+/* Why the program bound to (group, server) is not serving, for a gateway
+ * error on that server (error log, /errors, Proxy-Status details): e.g.
+ * "program php exited on SIGSEGV (core dumped) 3 s ago, restart 2 of 10
+ * (now BACKOFF)", "program php restarted after hanging 4 s ago, restart 1
+ * of 10", "program php is FATAL after 10 restarts in 60 s (it last exited
+ * with code 1 2 s ago)". server NULL: every program bound to the group that
+ * is not serving, joined with "; ". Writes at most cap bytes (NUL
+ * terminated) and returns the length; 0 (out "") when no such program, or
+ * it is RUNNING and has not exited within SUPERVISE_EVIDENCE_MS. Any
+ * thread; takes the supervisor's mutex: call it on the error path only. */
+size_t supervise_evidence(const char *group, const char *server, char *out, size_t cap);
+
+/* The same sentence for one program's snapshot at wall clock now_ms (ms
+ * since the epoch); 0 (out "") when it is RUNNING and has not exited within
+ * SUPERVISE_EVIDENCE_MS. Pure. */
+size_t supervise_evidence_text(const struct program_info *p, int64_t now_ms, char *out, size_t cap);
+
+/* The last stderr lines kept in memory per program. */
+#define SUPERVISE_TAIL_LINES 20
+#define SUPERVISE_TAIL_LINE_MAX 200 /* bytes of one line, cut mark included */
+/* Room for every kept line with its newline and the final NUL. */
+#define SUPERVISE_TAIL_BYTES ((SUPERVISE_TAIL_LINES + 1) * (SUPERVISE_TAIL_LINE_MAX + 1) + 1)
+
+/* Program name's last SUPERVISE_TAIL_LINES stderr lines, oldest first (the
+ * current run's and the runs before it), an unfinished one last, each
+ * ending "\n", into
+ * out (NUL terminated; a cap of SUPERVISE_TAIL_BYTES holds them all). Returns
+ * the length; 0 when none or no such program. Any thread. */
+size_t supervise_last_stderr(const char *name, char *out, size_t cap);
 
 #endif

@@ -42,6 +42,13 @@ static const char *no_name(int cause)
 }
 
 static struct upstream_health_hooks hooks = {no_cause, no_name};
+static void (*verdict_hook)(struct upstream_shared *sh, bool passed, int fails);
+
+void upstream_health_set_verdict_hook(void (*hook)(struct upstream_shared *sh, bool passed,
+                                                   int fails))
+{
+    verdict_hook = hook;
+}
 
 void upstream_health_set_hooks(const struct upstream_health_hooks *h)
 {
@@ -123,6 +130,10 @@ static void check_done(struct h1_client *c, const struct h1_result *r)
                  "cause=health_check_passed",
                  k->up->name, k->srv->name, k->up->name, k->srv->name);
     loop_timer_set(k->h->loop, &k->next, hc->interval_ms);
+    /* Last: the hook may stop the server's program, which touches only
+     * the shared record, never this check. */
+    if (verdict_hook)
+        verdict_hook(k->sh, passed, hc->fails);
 }
 
 static void check_start(struct timer *t)

@@ -454,6 +454,14 @@ struct upstream_health_hooks {
 };
 void upstream_health_set_hooks(const struct upstream_health_hooks *hooks);
 
+/* Told of every verdict of an active check on sh, after it is recorded, on
+ * the checker's loop: passed, and the group's `fails` setting. The
+ * supervisor restarts a program whose server hangs through it, so upstream
+ * does not depend on supervise. Set once (NULL: none), on the checker's
+ * thread or before it starts. */
+void upstream_health_set_verdict_hook(void (*hook)(struct upstream_shared *sh, bool passed,
+                                                   int fails));
+
 struct upstream_health;
 
 /* Start checking cfg's groups on loop (takes a config reference). NULL when
