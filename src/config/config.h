@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 enum balance { BALANCE_ROUND_ROBIN = 0, BALANCE_LEAST_CONN, BALANCE_HASH };
 
@@ -151,6 +152,16 @@ struct config_program {
     char *server;                     /* that server's name as written ("host:port"); NULL: none */
     struct config_addr server_addr;   /* where readiness is polled (a TCP connect) */
     uint32_t ready_timeout_ms;        /* 0: start without waiting for it to be ready */
+    /* user / group, resolved at load (names or numeric ids). Only when
+     * bulwark runs as root are they switched to (setgroups, setgid, setuid
+     * before exec); otherwise they must be bulwark's own (else a config
+     * error). */
+    bool has_user, has_group;
+    uid_t uid;     /* has_user */
+    gid_t gid;     /* has_user or has_group: the group (user's primary by default) */
+    gid_t *groups; /* the supplementary groups to set (the user's, or just gid) */
+    size_t num_groups;
+    char *user_name; /* as written, for messages; NULL: none */
     int line, column;
 };
 

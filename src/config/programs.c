@@ -1,9 +1,12 @@
 /* programs.<name>: backend processes bulwark starts, restarts and stops
  * (src/supervise runs them; README, "Programs"). */
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config/config_internal.h"
 
@@ -22,6 +25,8 @@ enum program_key {
     PK_UPSTREAM,
     PK_SERVER,
     PK_READY_TIMEOUT,
+    PK_USER,
+    PK_GROUP,
     NUM_PROGRAM_KEYS
 };
 
@@ -41,6 +46,8 @@ static const char *const program_keys[NUM_PROGRAM_KEYS] = {
     [PK_UPSTREAM] = "upstream",
     [PK_SERVER] = "server",
     [PK_READY_TIMEOUT] = "ready_timeout",
+    [PK_USER] = "user",
+    [PK_GROUP] = "group",
 };
 /* clang-format on */
 
@@ -197,6 +204,92 @@ static void load_binding(struct cfg_ctx *ctx, struct config_program *pc, const c
     (void)map;
 }
 
+/* A numeric id ("1000"), or false for a name. */
+static bool numeric_id(const char *s, unsigned long *id)
+{
+    char *end;
+    if (!*s || strspn(s, "0123456789") != strlen(s))
+        return false;
+    *id = strtoul(s, &end, 10);
+    return *id < 0xffffffffUL;
+}
+
+/* Most supplementary groups a program gets: NGROUPS_MAX is 65536, but a
+ * service account in more than this many groups is a mistake worth seeing. */
+#define MAX_PROGRAM_GROUPS 256
+
+/* user / group: resolved here, so a typo is a config error with its place,
+ * and the forked child needs no NSS lookup (it runs in a copy of a threaded
+ * process, where only async-signal-safe calls are allowed). */
+static void load_identity(struct cfg_ctx *ctx, struct config_program *pc, const char *where,
+                          const yaml_node_t *user_node, const yaml_node_t *group_node)
+{
+    const char *user = user_node ? cfg_scalar(ctx, user_node, "user", "a user name or id") : NULL;
+    const char *group =
+        group_node ? cfg_scalar(ctx, group_node, "group", "a group name or id") : NULL;
+    const struct passwd *pw = NULL;
+    unsigned long id;
+    char pw_name[256] = "";
+
+    if (user) {
+        pw = numeric_id(user, &id) ? getpwuid((uid_t)id) : getpwnam(user);
+        if (pw) {
+            pc->uid = pw->pw_uid;
+            pc->gid = pw->pw_gid;
+            snprintf(pw_name, sizeof(pw_name), "%s", pw->pw_name);
+        } else if (numeric_id(user, &id) && group) {
+            pc->uid = (uid_t)id; /* an id without a passwd entry: its group is given */
+        } else {
+            cfg_error(ctx, user_node, "%s: unknown user %s%s", where, cfg_quote(user).s,
+                      numeric_id(user, &id) ? " (no passwd entry: set group too)" : "");
+            return;
+        }
+        pc->has_user = true;
+        pc->user_name = cfg_strdup(ctx, user);
+    }
+    if (group) {
+        const struct group *gr = numeric_id(group, &id) ? NULL : getgrnam(group);
+        if (!gr && !numeric_id(group, &id)) {
+            cfg_error(ctx, group_node, "%s: unknown group %s", where, cfg_quote(group).s);
+            return;
+        }
+        pc->gid = gr ? gr->gr_gid : (gid_t)id;
+        pc->has_group = true;
+    }
+    if (!pc->has_user && !pc->has_group)
+        return;
+    if (geteuid() != 0) {
+        /* Switching identity needs root; running as someone else than asked
+         * would be worse than refusing. */
+        if (pc->has_user && pc->uid != geteuid())
+            cfg_error(ctx, user_node,
+                      "%s: user %s (uid %u) needs bulwark to run as root (it runs as uid %u)",
+                      where, cfg_quote(user).s, (unsigned)pc->uid, (unsigned)geteuid());
+        if (pc->has_group && pc->gid != getegid())
+            cfg_error(ctx, group_node,
+                      "%s: group %s (gid %u) needs bulwark to run as root (it runs as gid %u)",
+                      where, cfg_quote(group).s, (unsigned)pc->gid, (unsigned)getegid());
+        return;
+    }
+    gid_t list[MAX_PROGRAM_GROUPS];
+    int n = MAX_PROGRAM_GROUPS;
+    if (pw_name[0]) {
+        if (getgrouplist(pw_name, pc->gid, list, &n) < 0) {
+            cfg_error(ctx, user_node, "%s: user %s is in more than %d groups", where,
+                      cfg_quote(user).s, MAX_PROGRAM_GROUPS);
+            return;
+        }
+    } else {
+        list[0] = pc->gid; /* no user entry, or only group: that group alone */
+        n = 1;
+    }
+    pc->groups = cfg_calloc(ctx, (size_t)n, sizeof(*pc->groups));
+    if (!pc->groups)
+        return;
+    memcpy(pc->groups, list, (size_t)n * sizeof(*list));
+    pc->num_groups = (size_t)n;
+}
+
 static void load_program(struct cfg_ctx *ctx, struct config_program *pc, const yaml_node_t *n)
 {
     yaml_node_t *v[NUM_PROGRAM_KEYS];
@@ -265,6 +358,8 @@ static void load_program(struct cfg_ctx *ctx, struct config_program *pc, const y
                   "%s: ready_timeout needs upstream and server (readiness is its server "
                   "answering)",
                   where);
+    if (v[PK_USER] || v[PK_GROUP])
+        load_identity(ctx, pc, where, v[PK_USER], v[PK_GROUP]);
 }
 
 void cfg_load_programs(struct cfg_ctx *ctx, const yaml_node_t *n)
@@ -336,6 +431,8 @@ void cfg_free_programs(struct config *cfg)
         free(pc->stdout_path);
         free(pc->stderr_path);
         free(pc->server);
+        free(pc->groups);
+        free(pc->user_name);
     }
     free(cfg->programs);
 }

@@ -673,6 +673,64 @@ static size_t head_end(const char *p, size_t len)
     return 0;
 }
 
+static void respond_unauthorized(struct obuf *out)
+{
+    respond_text(out, 401, "Unauthorized",
+                 "this admin listener needs \"Authorization: Bearer <admin.token>\"\n",
+                 "WWW-Authenticate: Bearer realm=\"bulwark\"\r\n");
+}
+
+/* POST /programs/<name>/restart: the supervisor restarts the program (a
+ * rolling restart of one). It changes what runs, so it needs admin.token
+ * even where the pages do not: 403 without one configured, 401 without
+ * the right one; then 405 for another method, 404 for an unknown program
+ * or action, 202 once the supervisor was asked (it restarts on its own
+ * loop; /status shows the progress). */
+static void answer_program(struct obuf *out, const char *head, size_t method_len, const char *rest)
+{
+    char name[CONFIG_MAX_PROGRAM_NAME + 1];
+    const char *slash = strchr(rest, '/');
+    size_t len = slash ? (size_t)(slash - rest) : 0;
+    bool has_token;
+
+    pthread_mutex_lock(&observe_settings.lock);
+    has_token = observe_settings.admin_token != NULL;
+    pthread_mutex_unlock(&observe_settings.lock);
+    if (!has_token) {
+        respond_text(out, 403, "Forbidden",
+                     "restarting a program needs admin.token in the configuration\n", NULL);
+        return;
+    }
+    if (!authorized(head)) {
+        respond_unauthorized(out);
+        return;
+    }
+    if (!(method_len == 4 && memcmp(head, "POST", 4) == 0)) {
+        respond_text(out, 405, "Method Not Allowed", "only POST\n", "Allow: POST\r\n");
+        return;
+    }
+    if (!slash || len == 0 || len >= sizeof(name) || strcmp(slash, "/restart") != 0) {
+        respond_text(out, 404, "Not Found", "not found: try POST /programs/<name>/restart\n", NULL);
+        return;
+    }
+    memcpy(name, rest, len);
+    name[len] = '\0';
+    if (supervise_restart(NULL, name) < 0) {
+        respond_text(out, 404, "Not Found", "no such program\n", NULL);
+        return;
+    }
+    log_info("admin: restart of program %s asked", name);
+    struct obuf b = {0};
+    obuf_puts(&b, "{\"program\":");
+    obuf_json_str(&b, name, len);
+    obuf_puts(&b, ",\"restart\":\"accepted\"}\n");
+    if (b.failed)
+        respond_text(out, 500, "Internal Server Error", "out of memory\n", NULL);
+    else
+        respond(out, 202, "Accepted", "application/json", NULL, b.p, b.len, false);
+    free(b.p);
+}
+
 /* The answer to the complete request head in c->head (NUL terminated at
  * its end), into c->out. */
 static void answer(struct admin_conn *c)
@@ -701,15 +759,17 @@ static void answer(struct admin_conn *c)
     memcpy(target, sp1 + 1, target_len);
     target[target_len] = '\0';
     size_t method_len = (size_t)(sp1 - head);
+    if (strncmp(target, "/programs/", 10) == 0) {
+        answer_program(out, head, method_len, target + 10);
+        return;
+    }
     bool head_only = method_len == 4 && memcmp(head, "HEAD", 4) == 0;
     if (!head_only && !(method_len == 3 && memcmp(head, "GET", 3) == 0)) {
         respond_text(out, 405, "Method Not Allowed", "only GET and HEAD\n", "Allow: GET, HEAD\r\n");
         return;
     }
     if (!authorized(head)) {
-        respond_text(out, 401, "Unauthorized",
-                     "this admin listener needs \"Authorization: Bearer <admin.token>\"\n",
-                     "WWW-Authenticate: Bearer realm=\"bulwark\"\r\n");
+        respond_unauthorized(out);
         return;
     }
     char *query = strchr(target, '?');

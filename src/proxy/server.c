@@ -482,6 +482,9 @@ static void reload(struct server *srv)
     observe_probe_config(cfg, true);
     if (srv->health)
         upstream_health_reload(srv->health, cfg);
+    /* Before the workers see the new upstreams: an added program's server
+     * is marked down until its program answers. */
+    supervise_reload(srv->supervisor, cfg);
     for (int i = 0; i < srv->num_workers; i++) {
         struct config *old = atomic_exchange(&srv->workers[i]->pending, config_ref(cfg));
         if (old)

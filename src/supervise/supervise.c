@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -22,8 +24,12 @@
 extern char **environ;
 
 /* How often a starting program's server is tried: often enough that it is
- * back in rotation moments after it listens, rarely enough to cost nothing. */
+ * back in rotation moments after it listens, rarely enough to cost nothing.
+ * A rolling restart looks at its current step as often. */
 #define READY_POLL_MS 50
+/* A replacement without ready_timeout is waited for this long at most
+ * before the rolling restart moves on to the next program. */
+#define ROLL_READY_DEFAULT_MS 30000
 
 /* What one output event reads at most before the loop serves others: a
  * program that floods its pipe cannot starve the health checks and the
@@ -39,25 +45,54 @@ struct output {
     bool is_stderr; /* its lines go to the program's tail */
 };
 
+/* What a keeper tells bulwark on its status pipe. */
+enum keeper_msg_kind { KEEPER_PID = 1, KEEPER_STATUS };
+struct keeper_msg {
+    int kind;
+    int value; /* the program's pid, or its waitpid() status */
+};
+
+/* The steps of one program's rolling restart (reload, admin restart). */
+enum roll_phase {
+    ROLL_DRAIN, /* its server is marked down; waiting for its requests in flight */
+    ROLL_STOP,  /* stop_signal sent; it starts again when it has exited */
+    ROLL_READY, /* the replacement runs; waiting for its server to answer */
+};
+
 struct program {
     struct supervisor *sv;
-    const struct config_program *pc;
-    struct upstream_shared *sh; /* its server's shared state; NULL: not bound */
-    char **envp;                /* environ with pc->env applied; NULL: environ */
+    struct program *next;                 /* sv->programs, in start order */
+    struct config *cfg;                   /* a reference: pc lives in it */
+    const struct config_program *pc;      /* the definition it runs with */
+    struct config *next_cfg;              /* a reload's new definition, for the next */
+    const struct config_program *next_pc; /* start; NULL: none */
+    struct upstream_shared *sh;           /* its server's shared state; NULL: not bound */
+    char **envp;                          /* environ with pc->env applied; NULL: environ */
 
     enum program_state state;
-    pid_t pid; /* also its process group; 0: none */
-    struct child_watch cw;
+    pid_t pid;                /* the program, also its process group; 0: none */
+    pid_t keeper;             /* its keeper, bulwark's child; 0: none */
+    int status_fd;            /* the keeper's status pipe; -1: none */
+    struct child_watch cw;    /* on the keeper */
     struct timer timer;       /* restart after back-off, or SIGKILL after stop_timeout */
     struct timer ready_timer; /* next readiness connect */
     struct io ready_io;       /* the connect in progress; fd -1: none */
     uint64_t started_ms;      /* monotonic, of the current run */
     uint32_t backoff_ms;      /* the nominal delay before the next restart */
     uint64_t *restart_ms;     /* ring of the last max_restarts restart times */
+    uint32_t restart_ring;    /* its size */
     struct output out[2];     /* stdout, stderr */
     uint32_t check_fails;     /* health checks failed in a row while RUNNING */
     bool hang_stop;           /* bulwark is stopping this run because its server hangs */
     struct tail tail;         /* its last stderr lines; written under the lock */
+
+    bool roll_pending;          /* waits for its turn in the rolling restart */
+    bool restarting;            /* being stopped to start again at once */
+    bool removing;              /* being stopped to be forgotten (reload removed it) */
+    bool retiring;              /* replaced by another program of the same name */
+    struct program *replaces;   /* started beside this one, which stops once it is ready */
+    _Atomic bool restart_asked; /* supervise_restart from another thread */
+    bool seen;                  /* matched by the reload in progress */
 
     /* Read by supervise_snapshot under the lock. */
     struct program_info info;
@@ -65,18 +100,22 @@ struct program {
 
 struct supervisor {
     struct loop *loop;
-    struct config *cfg;
     int down_cause;
-    struct program *programs;
-    size_t num_programs;
-    size_t live; /* programs with a process, while stopping */
+    struct program *programs; /* the list is changed under lock */
+    size_t live;              /* programs with a process, while stopping */
     bool stopping;
+    struct io wake;          /* eventfd: supervise_restart from another thread */
+    struct timer roll_timer; /* the rolling restart's next look */
+    struct program *rolling; /* the one program being restarted now; NULL: none */
+    enum roll_phase roll_phase;
+    uint64_t roll_deadline_ms;
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct supervisor *current; /* under lock */
 
-static void spawn(struct program *p);
+static void spawn(struct program *p, bool after_crash);
+static void roll_step(struct supervisor *sv);
 
 const char *supervise_state_name(enum program_state state)
 {
@@ -322,6 +361,7 @@ static void record_exit(struct program *p, int wstatus, uint64_t now_ms)
         snprintf(in->last_exit, sizeof(in->last_exit), "exit code %d", in->exit_code);
     }
     p->pid = 0;
+    p->keeper = 0;
     in->pid = 0;
     pthread_mutex_unlock(&lock);
 }
@@ -329,7 +369,7 @@ static void record_exit(struct program *p, int wstatus, uint64_t now_ms)
 /* max_restarts within restart_window already: give up. */
 static bool too_many_restarts(const struct program *p, uint64_t now_ms)
 {
-    uint32_t max = (uint32_t)p->pc->max_restarts;
+    uint32_t max = p->restart_ring;
     if (max == 0 || p->info.restarts < max)
         return false;
     uint64_t oldest = p->restart_ms[p->info.restarts % max];
@@ -347,7 +387,81 @@ static void restart_timer_fired(struct timer *t)
 {
     struct program *p = container_of(t, struct program, timer);
     if (p->state == PROGRAM_BACKOFF)
-        spawn(p);
+        spawn(p, true);
+}
+
+static void stop_timeout_fired(struct timer *t)
+{
+    struct program *p = container_of(t, struct program, timer);
+    log_warn("program %s did not stop within stop_timeout (%u ms): SIGKILL to its process group "
+             "pid=%d",
+             p->pc->name, p->pc->stop_timeout_ms, (int)p->pid);
+    if (p->pid)
+        killpg(p->pid, SIGKILL);
+}
+
+/* stop_signal to its process group, SIGKILL after stop_timeout; its keeper
+ * reports the exit (child_exited). */
+static void stop_process(struct program *p, const char *why)
+{
+    char name[32];
+    ready_stop(p);
+    log_info("stopping program %s%s: %s to process group %d", p->pc->name, why,
+             signal_name(p->pc->stop_signal, name, sizeof(name)), (int)p->pid);
+    killpg(p->pid, p->pc->stop_signal);
+    set_state(p, PROGRAM_STOPPING);
+    p->timer.cb = stop_timeout_fired;
+    loop_timer_set(p->sv->loop, &p->timer, p->pc->stop_timeout_ms);
+}
+
+static void program_free(struct program *p)
+{
+    free(p->restart_ms);
+    free(p->envp);
+    config_unref(p->cfg);
+    config_unref(p->next_cfg);
+    free(p);
+}
+
+/* Take p off the list (so /status no longer shows it) and free it. */
+static void program_forget(struct program *p)
+{
+    struct supervisor *sv = p->sv;
+    pthread_mutex_lock(&lock);
+    for (struct program **pp = &sv->programs; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    for (struct program *q = sv->programs; q; q = q->next)
+        if (q->replaces == p)
+            q->replaces = NULL;
+    if (sv->rolling == p)
+        sv->rolling = NULL;
+    ready_stop(p);
+    loop_timer_cancel(sv->loop, &p->timer);
+    output_close(&p->out[0]);
+    output_close(&p->out[1]);
+    program_free(p);
+}
+
+/* What the keeper said ended the program: its last status message, else
+ * (the keeper itself was killed) the keeper's own status. */
+static int read_exit_status(struct program *p, int keeper_status)
+{
+    int status = keeper_status;
+    struct keeper_msg m;
+    if (p->status_fd < 0)
+        return status;
+    /* The keeper has exited: everything it wrote is in the pipe. */
+    while (read(p->status_fd, &m, sizeof(m)) == (ssize_t)sizeof(m))
+        if (m.kind == KEEPER_STATUS)
+            status = m.value;
+    close(p->status_fd);
+    p->status_fd = -1;
+    return status;
 }
 
 /* The end of p's stderr tail as one log field: the last lines joined with
@@ -374,21 +488,22 @@ static const char *tail_for_log(const struct program *p, char *out, size_t cap)
     return out;
 }
 
-static void child_exited(struct child_watch *cw, int wstatus)
+/* Use the definition a reload left for the next start. */
+static void apply_next(struct program *p);
+
+static void child_exited(struct child_watch *cw, int keeper_status)
 {
     struct program *p = container_of(cw, struct program, cw);
     struct supervisor *sv = p->sv;
     const struct config_program *pc = p->pc;
     uint64_t now = loop_update_time(sv->loop);
     pid_t pid = p->pid;
+    int wstatus = read_exit_status(p, keeper_status);
     bool hung = p->hang_stop;
 
+    /* The keeper has killed and reaped the rest of the tree: no worker it
+     * forked keeps the port, nor outlives it as an orphan. */
     record_exit(p, wstatus, now);
-    /* The rest of its tree: a worker it forked must not keep the port, nor
-     * outlive it as an orphan. */
-    if (killpg(pid, SIGKILL) < 0 && errno != ESRCH)
-        log_warn("program %s: cannot kill its process group %d: %s", pc->name, (int)pid,
-                 strerror(errno));
     /* Its last words are in the pipes: read them before telling of its end. */
     for (int i = 0; i < 2; i++) {
         output_read(&p->out[i]);
@@ -396,18 +511,42 @@ static void child_exited(struct child_watch *cw, int wstatus)
     }
     ready_stop(p);
     loop_timer_cancel(sv->loop, &p->timer);
-    p->timer.cb = restart_timer_fired; /* it was stop_timeout_fired during a hang stop */
     mark(p, false);
 
     char tail[640];
     tail_for_log(p, tail, sizeof(tail));
     const char *tail_key = tail[0] ? " last_stderr=\"" : "";
     const char *tail_end = tail[0] ? "\"" : "";
+
     if (sv->stopping) {
         log_info("program %s stopped: %s pid=%d", pc->name, p->info.last_exit, (int)pid);
         set_state(p, PROGRAM_STOPPED);
         if (--sv->live == 0)
             loop_stop(sv->loop);
+        return;
+    }
+    if (p->removing) {
+        log_info("program %s stopped and removed: %s pid=%d", pc->name, p->info.last_exit,
+                 (int)pid);
+        /* Its server, if it stays in the upstream, is no longer this
+         * program's: nothing here would bring it back up. */
+        if (!p->retiring)
+            mark(p, true);
+        program_forget(p);
+        return;
+    }
+    if (p->restarting) {
+        p->restarting = false;
+        log_info("program %s stopped for its restart: %s pid=%d", pc->name, p->info.last_exit,
+                 (int)pid);
+        apply_next(p);
+        p->backoff_ms = p->pc->backoff_initial_ms;
+        spawn(p, false);
+        if (sv->rolling == p) {
+            sv->roll_phase = ROLL_READY;
+            sv->roll_deadline_ms =
+                now + (p->pc->ready_timeout_ms ? p->pc->ready_timeout_ms : ROLL_READY_DEFAULT_MS);
+        }
         return;
     }
     bool failed = hung || wstatus == -1 || !WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0;
@@ -442,12 +581,11 @@ static void child_exited(struct child_watch *cw, int wstatus)
              pc->name, p->info.last_exit, why, bound, delay, (int)pid,
              (unsigned long long)p->info.run_time_ms, p->info.restarts, tail_key, tail, tail_end);
     set_state(p, PROGRAM_BACKOFF);
+    p->timer.cb = restart_timer_fired;
     loop_timer_set(sv->loop, &p->timer, delay);
 }
 
 /* ---- hangs: the bound server fails its health checks while it runs ---- */
-
-static void stop_timeout_fired(struct timer *t);
 
 /* The checks run on the supervisor's loop (proxy_run starts both on the
  * main thread), so this reads current without the lock: only this thread
@@ -455,38 +593,31 @@ static void stop_timeout_fired(struct timer *t);
 static void health_verdict(struct upstream_shared *sh, bool passed, int fails)
 {
     struct supervisor *sv = current;
-    for (size_t i = 0; sv && !sv->stopping && i < sv->num_programs; i++) {
-        struct program *p = &sv->programs[i];
+    for (struct program *p = sv && !sv->stopping ? sv->programs : NULL; p; p = p->next) {
         if (p->sh != sh)
             continue;
         /* Only a run that was serving can hang: the failures of one that
-         * is starting say only that it is not up yet. */
-        if (passed || p->state != PROGRAM_RUNNING || !p->pid) {
+         * is starting, or being restarted or removed, say nothing of it. */
+        if (passed || p->state != PROGRAM_RUNNING || !p->pid || p->removing || p->retiring ||
+            sv->rolling == p) {
             p->check_fails = 0;
             continue;
         }
         if (++p->check_fails < (uint32_t)fails)
             continue;
-        char sig[32];
         log_warn("program %s: server %s failed %u health checks while running (pid %d): "
-                 "restarting it (hang); %s to its process group, SIGKILL after %u ms "
-                 "cause=hang",
-                 p->pc->name, p->pc->server, p->check_fails, (int)p->pid,
-                 signal_name(p->pc->stop_signal, sig, sizeof(sig)), p->pc->stop_timeout_ms);
+                 "restarting it (hang) cause=hang",
+                 p->pc->name, p->pc->server, p->check_fails, (int)p->pid);
         p->hang_stop = true;
         p->check_fails = 0;
-        killpg(p->pid, p->pc->stop_signal);
+        stop_process(p, " (hang)");
         /* A stopped process (SIGSTOP) acts on the signal only once it
          * runs again. */
         killpg(p->pid, SIGCONT);
-        set_state(p, PROGRAM_STOPPING);
-        loop_timer_cancel(sv->loop, &p->timer);
-        p->timer.cb = stop_timeout_fired;
-        loop_timer_set(sv->loop, &p->timer, p->pc->stop_timeout_ms);
     }
 }
 
-/* ---- starting ---- */
+/* ---- starting: bulwark -> keeper -> program ---- */
 
 /* argv[0] as execve wants it: a name without "/" is looked up in PATH here,
  * before fork, since the child may only make async-signal-safe calls. */
@@ -511,19 +642,27 @@ static bool resolve(const char *name, char *out, size_t cap)
     return false;
 }
 
-/* In the forked child: only async-signal-safe calls until execve. A failure
- * is written to report (errno) before exiting 127. */
-static void child_exec(const struct program *p, const char *path, int out, int err, int report,
-                       pid_t parent)
+/* In the program (forked by its keeper): only async-signal-safe calls until
+ * execve. A failure is written to report (errno) before exiting 127. */
+static void program_exec(const struct program *p, const char *path, int out, int err, int report,
+                         pid_t keeper)
 {
+    const struct config_program *pc = p->pc;
     sigset_t none;
     int e;
 
     setpgid(0, 0);
-    /* Dies with bulwark even on SIGKILL; and bulwark may have died between
-     * fork and here. */
+    /* The identity first: a change of credentials clears the parent-death
+     * signal, which is set after it. Groups were resolved at config load. */
+    if (geteuid() == 0 && (pc->has_user || pc->has_group)) {
+        if (setgroups(pc->num_groups, pc->groups) < 0 || setgid(pc->gid) < 0 ||
+            (pc->has_user && setuid(pc->uid) < 0))
+            goto fail;
+    }
+    /* Dies with its keeper even on SIGKILL; and the keeper may have died
+     * between fork and here. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
+    if (getppid() != keeper)
         _exit(127);
     /* bulwark blocks the signals its loops read from signalfds, and ignores
      * SIGPIPE: both survive execve, and a program needs defaults. */
@@ -532,9 +671,9 @@ static void child_exec(const struct program *p, const char *path, int out, int e
     sigprocmask(SIG_SETMASK, &none, NULL);
     if ((out >= 0 && dup2(out, STDOUT_FILENO) < 0) || (err >= 0 && dup2(err, STDERR_FILENO) < 0))
         goto fail;
-    if (p->pc->cwd && chdir(p->pc->cwd) < 0)
+    if (pc->cwd && chdir(pc->cwd) < 0)
         goto fail;
-    execve(path, p->pc->argv, p->envp ? p->envp : environ);
+    execve(path, pc->argv, p->envp ? p->envp : environ);
 fail:
     e = errno;
     if (write(report, &e, sizeof(e)) < 0) {
@@ -543,17 +682,140 @@ fail:
     _exit(127);
 }
 
-static void spawn(struct program *p)
+/* Close every descriptor above stderr but the few in keep (bulwark's
+ * sockets would otherwise stay open in the keeper: a client connection
+ * bulwark closed would get no FIN). */
+static void close_all_but(int *keep, int n)
+{
+    for (int i = 1; i < n; i++) /* a few: insertion sort */
+        for (int j = i; j > 0 && keep[j] < keep[j - 1]; j--) {
+            int t = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
+    unsigned from = 3;
+    for (int i = 0; i < n; i++) {
+        if (keep[i] < (int)from)
+            continue;
+        if ((unsigned)keep[i] > from)
+            close_range(from, (unsigned)keep[i] - 1, 0);
+        from = (unsigned)keep[i] + 1;
+    }
+    close_range(from, ~0U, 0);
+}
+
+/* Kill every process of the program's tree and reap them: its process
+ * group, then whatever the subreaper adopted (a grandchild whose parent
+ * died, one in a session of its own), round after round, until no child is
+ * left. Returns the program's wait status if it was reaped here. */
+static int kill_tree(pid_t pgid, pid_t program, int status)
+{
+    char path[64], list[4096];
+    int n = snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)getpid(), (int)getpid());
+    (void)n;
+    killpg(pgid, SIGKILL);
+    for (;;) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t len = fd >= 0 ? read(fd, list, sizeof(list) - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        for (ssize_t i = 0; i < len;) {
+            pid_t child = 0;
+            while (i < len && list[i] >= '0' && list[i] <= '9')
+                child = child * 10 + (list[i++] - '0');
+            if (child > 0)
+                kill(child, SIGKILL);
+            while (i < len && (list[i] < '0' || list[i] > '9'))
+                i++;
+        }
+        int st;
+        pid_t r = waitpid(-1, &st, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return status; /* ECHILD: the tree is gone */
+        if (r == program)
+            status = st;
+    }
+}
+
+/* The keeper: bulwark's child, the program's parent, and a subreaper for
+ * the program's whole tree. It execs nothing (a fork of a threaded process:
+ * async-signal-safe calls only) and holds no descriptor of bulwark's but the
+ * ones below. Its parent-death signal is SIGTERM, which it waits for (with
+ * SIGCHLD) in sigwaitinfo: when bulwark dies, even of SIGKILL, it kills the
+ * tree and exits. When the program exits, it kills the rest of the tree,
+ * sends the program's status to bulwark and exits. */
+static void keeper_main(const struct program *p, const char *path, int out, int err, int report,
+                        int status_fd, pid_t parent)
+{
+    sigset_t all;
+    siginfo_t si;
+    int keep[] = {out, err, report, status_fd};
+
+    setpgid(0, 0); /* out of bulwark's group: a terminal's Ctrl-C is for bulwark */
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+        _exit(0); /* bulwark died before the line above */
+    close_all_but(keep, 4);
+    pid_t self = getpid();
+    pid_t pid = fork();
+    if (pid == 0)
+        program_exec(p, path, out, err, report, self);
+    if (pid < 0) {
+        struct keeper_msg m = {KEEPER_STATUS, 127 << 8};
+        ssize_t w = write(status_fd, &m, sizeof(m));
+        (void)w;
+        _exit(0);
+    }
+    setpgid(pid, pid); /* also here: no kill of the group may race the child's own call */
+    close(report);
+    if (out >= 0)
+        close(out);
+    if (err >= 0)
+        close(err);
+    struct keeper_msg m = {KEEPER_PID, (int)pid};
+    ssize_t w = write(status_fd, &m, sizeof(m));
+    (void)w;
+    for (;;) {
+        if (sigwaitinfo(&all, &si) < 0)
+            continue;
+        if (si.si_signo == SIGCHLD) {
+            int st, program_status = -1;
+            pid_t r;
+            while ((r = waitpid(-1, &st, WNOHANG)) > 0)
+                if (r == pid)
+                    program_status = st;
+            if (program_status == -1)
+                continue; /* an adopted orphan ended: the program runs on */
+            m = (struct keeper_msg){KEEPER_STATUS, kill_tree(pid, pid, program_status)};
+            w = write(status_fd, &m, sizeof(m));
+            _exit(0);
+        }
+        if (si.si_signo == SIGTERM && getppid() != parent) {
+            kill_tree(pid, pid, 0);
+            _exit(0);
+        }
+        /* Any other signal: ignored, bulwark stops the program itself. */
+    }
+}
+
+static void spawn(struct program *p, bool after_crash)
 {
     struct supervisor *sv = p->sv;
     const struct config_program *pc = p->pc;
     char path[4096];
-    int report[2];
+    int report[2], status[2];
     uint64_t now = loop_update_time(sv->loop);
 
     if (p->info.started_wall_ms) { /* not the first start */
-        if (pc->max_restarts > 0)
-            p->restart_ms[p->info.restarts % (uint32_t)pc->max_restarts] = now;
+        /* Only crashes count towards FATAL: a reload or an operator's
+         * restart is not the program failing. */
+        if (after_crash && p->restart_ring)
+            p->restart_ms[p->info.restarts % p->restart_ring] = now;
         pthread_mutex_lock(&lock);
         p->info.restarts++;
         pthread_mutex_unlock(&lock);
@@ -564,13 +826,14 @@ static void spawn(struct program *p)
     output_close(&p->out[1]);
     int out = output_start(p, &p->out[0], pc->stdout_path);
     int err = output_start(p, &p->out[1], pc->stderr_path);
-    if (pipe2(report, O_CLOEXEC) < 0) {
+    if (pipe2(report, O_CLOEXEC) < 0)
         report[0] = report[1] = -1;
-    }
+    if (pipe2(status, O_CLOEXEC) < 0)
+        status[0] = status[1] = -1;
     pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0)
-        child_exec(p, path, out, err, report[1], parent);
+    pid_t keeper = report[0] >= 0 && status[0] >= 0 ? fork() : -1;
+    if (keeper == 0)
+        keeper_main(p, path, out, err, report[1], status[1], parent);
     int fork_errno = errno;
     if (out >= 0)
         close(out);
@@ -578,29 +841,42 @@ static void spawn(struct program *p)
         close(err);
     if (report[1] >= 0)
         close(report[1]);
-    if (pid < 0) {
+    if (status[1] >= 0)
+        close(status[1]);
+    struct keeper_msg m = {0};
+    if (keeper > 0) {
+        /* The keeper writes the program's pid right after its fork, or
+         * exits (EOF). */
+        while (read(status[0], &m, sizeof(m)) < 0 && errno == EINTR)
+            ;
+    }
+    if (keeper < 0 || m.kind != KEEPER_PID) {
         if (report[0] >= 0)
             close(report[0]);
+        if (status[0] >= 0)
+            close(status[0]);
+        if (keeper > 0)
+            waitpid(keeper, NULL, 0);
         output_close(&p->out[0]);
         output_close(&p->out[1]);
-        log_error("program %s: fork failed: %s; retrying in %u ms", pc->name, strerror(fork_errno),
-                  p->backoff_ms);
+        log_error("program %s: cannot start it: %s; retrying in %u ms", pc->name,
+                  keeper < 0 ? strerror(fork_errno) : "fork failed in its keeper", p->backoff_ms);
         set_state(p, PROGRAM_BACKOFF);
+        p->timer.cb = restart_timer_fired;
         loop_timer_set(sv->loop, &p->timer, p->backoff_ms);
         return;
     }
-    setpgid(pid, pid); /* also here: no kill of the group may race the child's own call */
     int exec_errno = 0;
-    if (report[0] >= 0) {
-        /* EOF once execve succeeded (the pipe is close-on-exec). */
-        while (read(report[0], &exec_errno, sizeof(exec_errno)) < 0 && errno == EINTR)
-            ;
-        close(report[0]);
-    }
+    /* EOF once execve succeeded (the pipe is close-on-exec). */
+    while (read(report[0], &exec_errno, sizeof(exec_errno)) < 0 && errno == EINTR)
+        ;
+    close(report[0]);
     p->check_fails = 0;
     p->hang_stop = false;
     pthread_mutex_lock(&lock);
-    p->pid = pid;
+    p->pid = (pid_t)m.value;
+    p->keeper = keeper;
+    p->status_fd = status[0];
     p->started_ms = now;
     p->info.started_wall_ms = wall_ms();
     pthread_mutex_unlock(&lock);
@@ -608,11 +884,12 @@ static void spawn(struct program *p)
         log_error("program %s: cannot run %s: %s (cwd %s)", pc->name, path, strerror(exec_errno),
                   pc->cwd ? pc->cwd : ".");
     else
-        log_info("program %s started: pid=%d command=%s restarts=%u", pc->name, (int)pid, path,
+        log_info("program %s started: pid=%d command=%s restarts=%u", pc->name, (int)p->pid, path,
                  p->info.restarts);
-    if (loop_watch_child(sv->loop, &p->cw, pid, child_exited) < 0) {
-        log_error("program %s: cannot watch pid %d: %s", pc->name, (int)pid, strerror(errno));
-        kill(pid, SIGKILL);
+    if (loop_watch_child(sv->loop, &p->cw, keeper, child_exited) < 0) {
+        log_error("program %s: cannot watch its keeper %d: %s", pc->name, (int)keeper,
+                  strerror(errno));
+        killpg(p->pid, SIGKILL);
     }
     if (p->sh && p->pc->server_addr.len) {
         set_state(p, PROGRAM_STARTING);
@@ -648,56 +925,248 @@ static char **build_env(const struct config_program *pc)
     return envp;
 }
 
+/* Point p at definition pc of cfg (a reference is taken): what the next
+ * start runs, and the policy (back-off, restarts, stop) from now on. */
+static void program_define(struct program *p, struct config *cfg, const struct config_program *pc)
+{
+    struct config *old = p->cfg;
+    p->cfg = config_ref(cfg);
+    p->pc = pc;
+    free(p->envp);
+    p->envp = pc->num_env ? build_env(pc) : NULL;
+    p->sh = pc->upstream ? upstream_shared_get(pc->upstream->name, pc->server) : NULL;
+    uint32_t ring = pc->max_restarts > 0 ? (uint32_t)pc->max_restarts : 0;
+    if (ring != p->restart_ring) {
+        free(p->restart_ms);
+        p->restart_ms = ring ? calloc(ring, sizeof(*p->restart_ms)) : NULL;
+        p->restart_ring = p->restart_ms ? ring : 0;
+    }
+    pthread_mutex_lock(&lock);
+    p->info.max_restarts = (uint32_t)(pc->max_restarts > 0 ? pc->max_restarts : 0);
+    p->info.restart_window_ms = pc->restart_window_ms;
+    pthread_mutex_unlock(&lock);
+    if (old)
+        config_unref(old);
+}
+
+static void apply_next(struct program *p)
+{
+    if (!p->next_pc)
+        return;
+    program_define(p, p->next_cfg, p->next_pc);
+    config_unref(p->next_cfg);
+    p->next_cfg = NULL;
+    p->next_pc = NULL;
+}
+
+static struct program *program_new(struct supervisor *sv, struct config *cfg,
+                                   const struct config_program *pc)
+{
+    struct program *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->sv = sv;
+    snprintf(p->info.name, sizeof(p->info.name), "%s", pc->name);
+    p->status_fd = -1;
+    p->ready_io.fd = -1;
+    p->ready_io.on_event = ready_event;
+    timer_init(&p->timer, restart_timer_fired);
+    timer_init(&p->ready_timer, ready_timer_fired);
+    for (int k = 0; k < 2; k++) {
+        p->out[k].p = p;
+        p->out[k].io.fd = -1;
+        p->out[k].io.on_event = output_event;
+        p->out[k].sink = -1;
+        p->out[k].is_stderr = k == 1;
+        timer_init(&p->out[k].more, output_more);
+    }
+    program_define(p, cfg, pc);
+    p->backoff_ms = pc->backoff_initial_ms;
+    return p;
+}
+
+/* Append p to the list, after `after` when given. */
+static void program_insert(struct supervisor *sv, struct program *p, struct program *after)
+{
+    pthread_mutex_lock(&lock);
+    struct program **pp = after ? &after->next : &sv->programs;
+    if (!after)
+        while (*pp)
+            pp = &(*pp)->next;
+    p->next = *pp;
+    *pp = p;
+    pthread_mutex_unlock(&lock);
+}
+
+/* ---- rolling restarts: one program at a time ---- */
+
+static void roll_timer_fired(struct timer *t)
+{
+    roll_step(container_of(t, struct supervisor, roll_timer));
+}
+
+static uint64_t ready_wait_ms(const struct program *p)
+{
+    return p->pc->ready_timeout_ms ? p->pc->ready_timeout_ms : ROLL_READY_DEFAULT_MS;
+}
+
+/* Stop p to forget it; its server is marked down first. */
+static void program_remove(struct program *p, const char *why)
+{
+    p->removing = true;
+    p->roll_pending = false;
+    if (p->sv->rolling == p)
+        p->sv->rolling = NULL;
+    if (!p->keeper) {
+        log_info("program %s removed%s", p->pc->name, why);
+        program_forget(p);
+        return;
+    }
+    mark(p, false);
+    if (p->state != PROGRAM_STOPPING)
+        stop_process(p, why);
+}
+
+/* Begin the restart of p, the head of the queue. */
+static void roll_begin(struct supervisor *sv, struct program *p, uint64_t now)
+{
+    sv->rolling = p;
+    p->roll_pending = false;
+    if (p->replaces) {
+        /* Another address than the one it replaces: both run side by side
+         * until the new one answers, then the old one stops. */
+        log_info("program %s: starting its new definition beside the running one (pid=%d) "
+                 "before stopping that",
+                 p->pc->name, (int)p->replaces->pid);
+        spawn(p, false);
+        sv->roll_phase = ROLL_READY;
+        sv->roll_deadline_ms = now + ready_wait_ms(p);
+    } else if (p->keeper && p->state != PROGRAM_STOPPING) {
+        /* One address: the old process must go before the new one can
+         * listen. Its server is marked down first, so new requests go to
+         * the other servers, and the ones in flight may finish. */
+        mark(p, false);
+        log_info("program %s restarting: its server is marked down, waiting for its requests in "
+                 "flight pid=%d",
+                 p->pc->name, (int)p->pid);
+        sv->roll_phase = ROLL_DRAIN;
+        sv->roll_deadline_ms = now + p->pc->stop_timeout_ms;
+    } else if (p->keeper) {
+        p->restarting = true; /* already stopping: start again once it exited */
+        sv->roll_phase = ROLL_STOP;
+    } else {
+        /* Not running (back-off, exited, FATAL): start it now. */
+        loop_timer_cancel(sv->loop, &p->timer);
+        apply_next(p);
+        p->backoff_ms = p->pc->backoff_initial_ms;
+        spawn(p, false);
+        sv->roll_phase = ROLL_READY;
+        sv->roll_deadline_ms = now + ready_wait_ms(p);
+    }
+}
+
+static void roll_step(struct supervisor *sv)
+{
+    uint64_t now = loop_update_time(sv->loop);
+    loop_timer_cancel(sv->loop, &sv->roll_timer);
+    if (sv->stopping)
+        return;
+    for (;;) {
+        struct program *p = sv->rolling;
+        if (!p) {
+            for (p = sv->programs; p && !(p->roll_pending && !p->removing); p = p->next)
+                ;
+            if (!p)
+                return; /* nothing left to restart */
+            roll_begin(sv, p, now);
+            if (!sv->rolling)
+                continue;
+        }
+        if (sv->roll_phase == ROLL_DRAIN) {
+            uint32_t in_flight =
+                p->sh ? atomic_load_explicit(&p->sh->in_flight, memory_order_relaxed) : 0;
+            if (in_flight && now < sv->roll_deadline_ms)
+                break;
+            p->restarting = true;
+            sv->roll_phase = ROLL_STOP;
+            stop_process(p, " for its restart");
+            break;
+        }
+        if (sv->roll_phase == ROLL_STOP)
+            break; /* child_exited starts it again and moves on to ROLL_READY */
+        /* ROLL_READY */
+        bool done = p->state == PROGRAM_RUNNING;
+        bool failed = p->state == PROGRAM_BACKOFF || p->state == PROGRAM_EXITED ||
+                      p->state == PROGRAM_FATAL || p->state == PROGRAM_STOPPED;
+        if (!done && !failed && now < sv->roll_deadline_ms)
+            break;
+        if (done)
+            log_info("program %s restarted and ready pid=%d", p->pc->name, (int)p->pid);
+        else
+            log_warn("program %s: its replacement is not ready (%s): the rolling restart goes on",
+                     p->pc->name, failed ? supervise_state_name(p->state) : "timed out");
+        if (p->replaces) {
+            struct program *old = p->replaces;
+            p->replaces = NULL;
+            program_remove(old, ": replaced by its new definition");
+        }
+        sv->rolling = NULL;
+    }
+    loop_timer_set(sv->loop, &sv->roll_timer, READY_POLL_MS);
+}
+
+/* Requests from other threads (supervise_restart), read on the loop. */
+static void wake_event(struct io *io, uint32_t events)
+{
+    struct supervisor *sv = container_of(io, struct supervisor, wake);
+    uint64_t v;
+    (void)events;
+    if (read(io->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        log_error("supervisor: reading its eventfd failed: %s", strerror(errno));
+    for (struct program *p = sv->programs; p; p = p->next) {
+        if (!atomic_exchange(&p->restart_asked, false) || p->removing || p->retiring)
+            continue;
+        if (sv->rolling == p || p->roll_pending) {
+            log_info("program %s: restart asked; one is already under way", p->pc->name);
+            continue;
+        }
+        log_info("program %s: restart asked (admin) pid=%d", p->pc->name, (int)p->pid);
+        p->roll_pending = true;
+    }
+    roll_step(sv);
+}
+
+/* ---- the supervisor ---- */
+
 struct supervisor *supervise_start(struct loop *loop, struct config *cfg, int down_cause)
 {
     struct supervisor *sv = calloc(1, sizeof(*sv));
     if (!sv)
         return NULL;
     sv->loop = loop;
-    sv->cfg = config_ref(cfg);
     sv->down_cause = down_cause;
-    sv->num_programs = cfg->num_programs;
-    sv->programs = calloc(cfg->num_programs ? cfg->num_programs : 1, sizeof(*sv->programs));
-    if (!sv->programs) {
-        config_unref(cfg);
+    timer_init(&sv->roll_timer, roll_timer_fired);
+    sv->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    sv->wake.on_event = wake_event;
+    if (sv->wake.fd < 0 || loop_add_listener(loop, &sv->wake) < 0) {
+        if (sv->wake.fd >= 0)
+            close(sv->wake.fd);
         free(sv);
         return NULL;
     }
     srandom((unsigned)(getpid() ^ wall_ms()));
-    for (size_t i = 0; i < sv->num_programs; i++) {
-        struct program *p = &sv->programs[i];
-        const struct config_program *pc = &cfg->programs[i];
-        p->sv = sv;
-        p->pc = pc;
-        snprintf(p->info.name, sizeof(p->info.name), "%s", pc->name);
-        p->backoff_ms = pc->backoff_initial_ms;
-        p->ready_io.fd = -1;
-        p->ready_io.on_event = ready_event;
-        p->info.max_restarts = (uint32_t)pc->max_restarts;
-        p->info.restart_window_ms = pc->restart_window_ms;
-        for (int k = 0; k < 2; k++) {
-            p->out[k].p = p;
-            p->out[k].io.fd = -1;
-            p->out[k].io.on_event = output_event;
-            p->out[k].sink = -1;
-            p->out[k].is_stderr = k == 1;
-            timer_init(&p->out[k].more, output_more);
-        }
-        timer_init(&p->timer, restart_timer_fired);
-        timer_init(&p->ready_timer, ready_timer_fired);
-        if (pc->max_restarts > 0)
-            p->restart_ms = calloc((size_t)pc->max_restarts, sizeof(*p->restart_ms));
-        if (pc->num_env)
-            p->envp = build_env(pc);
-        if (pc->upstream)
-            p->sh = upstream_shared_get(pc->upstream->name, pc->server);
+    for (size_t i = 0; i < cfg->num_programs; i++) {
+        struct program *p = program_new(sv, cfg, &cfg->programs[i]);
+        if (!p)
+            continue; /* out of memory: logged by nobody, but /status lacks it */
+        program_insert(sv, p, NULL);
     }
     pthread_mutex_lock(&lock);
     current = sv;
     pthread_mutex_unlock(&lock);
     upstream_health_set_verdict_hook(health_verdict);
-    for (size_t i = 0; i < sv->num_programs; i++)
-        spawn(&sv->programs[i]);
+    for (struct program *p = sv->programs; p; p = p->next)
+        spawn(p, false);
     return sv;
 }
 
@@ -723,15 +1192,15 @@ static bool answers(const struct config_addr *a, int timeout_ms)
 
 void supervise_wait_ready(struct supervisor *sv)
 {
-    for (size_t i = 0; sv && i < sv->num_programs; i++) {
-        struct program *p = &sv->programs[i];
+    for (struct program *p = sv ? sv->programs : NULL; p; p = p->next) {
         if (!p->pc->ready_timeout_ms || p->state != PROGRAM_STARTING)
             continue;
         uint64_t deadline = loop_update_time(sv->loop) + p->pc->ready_timeout_ms;
         for (;;) {
             siginfo_t si = {0};
             /* Peek (WNOWAIT): the loop's child watch reaps and reports it. */
-            if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid) {
+            if (waitid(P_PID, (id_t)p->keeper, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                si.si_pid) {
                 log_warn("program %s exited before it was ready", p->pc->name);
                 break;
             }
@@ -749,13 +1218,132 @@ void supervise_wait_ready(struct supervisor *sv)
     }
 }
 
-static void stop_timeout_fired(struct timer *t)
+static bool same_str(const char *a, const char *b)
 {
-    struct program *p = container_of(t, struct program, timer);
-    log_warn("program %s did not stop within stop_timeout (%u ms): SIGKILL to its process group "
-             "pid=%d",
-             p->pc->name, p->pc->stop_timeout_ms, (int)p->pid);
-    killpg(p->pid, SIGKILL);
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Whether the process itself would differ: what it runs, where, as whom,
+ * with what environment and output, and which server it is. Policy (restart,
+ * backoff, max_restarts, stop_*, ready_timeout) applies without a restart. */
+static bool process_differs(const struct config_program *a, const struct config_program *b)
+{
+    if (a->argc != b->argc || a->num_env != b->num_env || !same_str(a->cwd, b->cwd) ||
+        !same_str(a->stdout_path, b->stdout_path) || !same_str(a->stderr_path, b->stderr_path) ||
+        !same_str(a->server, b->server) ||
+        !same_str(a->upstream ? a->upstream->name : NULL, b->upstream ? b->upstream->name : NULL) ||
+        a->has_user != b->has_user || a->has_group != b->has_group ||
+        (a->has_user && a->uid != b->uid) || ((a->has_user || a->has_group) && a->gid != b->gid))
+        return true;
+    for (size_t i = 0; i < a->argc; i++)
+        if (strcmp(a->argv[i], b->argv[i]) != 0)
+            return true;
+    for (size_t i = 0; i < a->num_env; i++)
+        if (strcmp(a->env[i], b->env[i]) != 0)
+            return true;
+    return false;
+}
+
+static bool same_address(const struct config_program *a, const struct config_program *b)
+{
+    return a->server_addr.len == b->server_addr.len &&
+           memcmp(&a->server_addr.ss, &b->server_addr.ss, a->server_addr.len) == 0;
+}
+
+void supervise_reload(struct supervisor *sv, struct config *cfg)
+{
+    if (!sv || sv->stopping)
+        return;
+    for (struct program *p = sv->programs; p; p = p->next)
+        p->seen = false;
+    size_t added = 0, changed = 0, removed = 0;
+    for (size_t i = 0; i < cfg->num_programs; i++) {
+        const struct config_program *pc = &cfg->programs[i];
+        struct program *p = sv->programs;
+        while (p && (p->removing || p->retiring || strcmp(p->pc->name, pc->name) != 0))
+            p = p->next;
+        if (!p) {
+            struct program *q = program_new(sv, cfg, pc);
+            if (!q) {
+                log_error("program %s: out of memory: not started", pc->name);
+                continue;
+            }
+            program_insert(sv, q, NULL);
+            q->seen = true;
+            log_info("program %s added by the reload: starting it", pc->name);
+            spawn(q, false);
+            added++;
+            continue;
+        }
+        p->seen = true;
+        const struct config_program *was = p->next_pc ? p->next_pc : p->pc;
+        if (!process_differs(was, pc)) {
+            if (p->next_pc) { /* a change still waiting for its turn: this one replaces it */
+                config_unref(p->next_cfg);
+                p->next_cfg = config_ref(cfg);
+                p->next_pc = pc;
+            } else {
+                program_define(p, cfg, pc); /* same process: the new policy, no restart */
+            }
+            continue;
+        }
+        changed++;
+        if (p->keeper && p->pc->server && pc->server && !same_address(p->pc, pc) && !p->replaces &&
+            sv->rolling != p) {
+            /* Another address: start the new one beside it. */
+            struct program *q = program_new(sv, cfg, pc);
+            if (!q) {
+                log_error("program %s: out of memory: keeps its old definition", pc->name);
+                continue;
+            }
+            q->seen = true;
+            q->replaces = p;
+            q->roll_pending = true;
+            p->retiring = true;
+            p->roll_pending = false;
+            program_insert(sv, q, p);
+            log_info("program %s changed: its new definition starts beside the old one in turn",
+                     pc->name);
+            continue;
+        }
+        config_unref(p->next_cfg);
+        p->next_cfg = config_ref(cfg);
+        p->next_pc = pc;
+        if (sv->rolling != p)
+            p->roll_pending = true;
+        log_info("program %s changed: restarting it in turn (one program at a time)", pc->name);
+    }
+    for (struct program *p = sv->programs, *next; p; p = next) {
+        next = p->next;
+        if (p->seen || p->removing || p->retiring)
+            continue;
+        removed++;
+        program_remove(p, ": no longer in the configuration");
+    }
+    if (added || changed || removed)
+        log_info("programs reloaded: %zu added, %zu changed, %zu removed", added, changed, removed);
+    roll_step(sv);
+}
+
+int supervise_restart(struct supervisor *sv, const char *name)
+{
+    int rc = -ENOENT;
+    pthread_mutex_lock(&lock);
+    if (!sv)
+        sv = current;
+    for (struct program *p = sv && !sv->stopping ? sv->programs : NULL; p; p = p->next) {
+        if (p->removing || p->retiring || strcmp(p->info.name, name) != 0)
+            continue;
+        atomic_store(&p->restart_asked, true);
+        uint64_t one = 1;
+        /* Under the lock: supervise_stop closes the eventfd only after it. */
+        if (write(sv->wake.fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+            log_error("supervisor: posting a restart failed: %s", strerror(errno));
+        rc = 0;
+        break;
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
 }
 
 void supervise_stop(struct supervisor *sv)
@@ -765,50 +1353,45 @@ void supervise_stop(struct supervisor *sv)
     upstream_health_set_verdict_hook(NULL);
     sv->stopping = true;
     sv->live = 0;
-    for (size_t i = 0; i < sv->num_programs; i++) {
-        struct program *p = &sv->programs[i];
+    loop_timer_cancel(sv->loop, &sv->roll_timer);
+    for (struct program *p = sv->programs; p; p = p->next) {
         ready_stop(p);
         loop_timer_cancel(sv->loop, &p->timer);
-        if (!p->pid) {
+        if (!p->keeper) {
             if (p->state == PROGRAM_BACKOFF)
                 set_state(p, PROGRAM_STOPPED);
             continue;
         }
-        char name[32];
-        log_info("stopping program %s: %s to process group %d", p->pc->name,
-                 signal_name(p->pc->stop_signal, name, sizeof(name)), (int)p->pid);
-        killpg(p->pid, p->pc->stop_signal);
-        set_state(p, PROGRAM_STOPPING);
-        p->timer.cb = stop_timeout_fired;
-        loop_timer_set(sv->loop, &p->timer, p->pc->stop_timeout_ms);
+        stop_process(p, "");
         sv->live++;
     }
     if (sv->live)
         loop_run(sv->loop);
-    /* Stopped early (SIGQUIT): whatever is left is killed now. */
-    for (size_t i = 0; i < sv->num_programs; i++) {
-        struct program *p = &sv->programs[i];
+    /* Stopped early (SIGQUIT): whatever is left is killed now; the keeper
+     * kills the rest of the tree and exits. */
+    for (struct program *p = sv->programs; p; p = p->next) {
         loop_timer_cancel(sv->loop, &p->timer);
-        if (!p->pid)
+        if (!p->keeper)
             continue;
         loop_unwatch_child(sv->loop, &p->cw);
         killpg(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
+        waitpid(p->keeper, NULL, 0);
         set_state(p, PROGRAM_STOPPED);
-    }
-    for (size_t i = 0; i < sv->num_programs; i++) {
-        output_close(&sv->programs[i].out[0]);
-        output_close(&sv->programs[i].out[1]);
     }
     pthread_mutex_lock(&lock);
     current = NULL;
     pthread_mutex_unlock(&lock);
-    for (size_t i = 0; i < sv->num_programs; i++) {
-        free(sv->programs[i].restart_ms);
-        free(sv->programs[i].envp);
+    while (sv->programs) {
+        struct program *p = sv->programs;
+        sv->programs = p->next;
+        if (p->status_fd >= 0)
+            close(p->status_fd);
+        output_close(&p->out[0]);
+        output_close(&p->out[1]);
+        program_free(p);
     }
-    free(sv->programs);
-    config_unref(sv->cfg);
+    loop_del(sv->loop, &sv->wake);
+    close(sv->wake.fd);
     free(sv);
 }
 
@@ -816,10 +1399,12 @@ size_t supervise_snapshot(struct program_info *out, size_t max)
 {
     size_t n = 0;
     pthread_mutex_lock(&lock);
-    if (current) {
-        n = current->num_programs;
-        for (size_t i = 0; i < n && i < max; i++)
-            out[i] = current->programs[i].info;
+    for (struct program *p = current ? current->programs : NULL; p; p = p->next) {
+        if (p->retiring)
+            continue; /* its replacement, of the same name, is shown */
+        if (n < max)
+            out[n] = p->info;
+        n++;
     }
     pthread_mutex_unlock(&lock);
     return n;
@@ -833,10 +1418,9 @@ size_t supervise_evidence(const char *group, const char *server, char *out, size
         return 0;
     out[0] = '\0';
     pthread_mutex_lock(&lock);
-    for (size_t i = 0; current && i < current->num_programs; i++) {
-        const struct program *p = &current->programs[i];
+    for (const struct program *p = current ? current->programs : NULL; p; p = p->next) {
         const struct config_program *pc = p->pc;
-        if (!pc->upstream || strcmp(pc->upstream->name, group) != 0 ||
+        if (p->retiring || !pc->upstream || strcmp(pc->upstream->name, group) != 0 ||
             (server && strcmp(pc->server, server) != 0))
             continue;
         char one[256];
@@ -860,9 +1444,9 @@ size_t supervise_last_stderr(const char *name, char *out, size_t cap)
     if (cap)
         out[0] = '\0';
     pthread_mutex_lock(&lock);
-    for (size_t i = 0; current && i < current->num_programs; i++)
-        if (strcmp(current->programs[i].info.name, name) == 0) {
-            len = tail_text(&current->programs[i].tail, out, cap);
+    for (const struct program *p = current ? current->programs : NULL; p; p = p->next)
+        if (!p->retiring && strcmp(p->info.name, name) == 0) {
+            len = tail_text(&p->tail, out, cap);
             break;
         }
     pthread_mutex_unlock(&lock);

@@ -1,13 +1,25 @@
 /* Supervise: the backend programs bulwark starts, restarts and stops
  * (config programs.<name>; README, "Programs").
  *
- * One supervisor per process, driven by the main thread's loop: each program
- * is fork+exec'd in a process group of its own, with PR_SET_PDEATHSIG
- * (SIGKILL) so it dies with bulwark. When it exits, what ended it is kept,
- * the rest of its process group is killed, the upstream server it is bound
- * to is marked down at once, and it is restarted after an exponential
- * back-off (jitter within +-50%). It is marked up again when a TCP connect to
- * its server succeeds (polled on the loop). Too many restarts within
+ * One supervisor per process, driven by the main thread's loop. Each program
+ * runs under a keeper of its own: bulwark forks the keeper (no exec), the
+ * keeper forks and execs the program in a process group of its own (with
+ * user/group switched to when bulwark is root). The keeper is
+ *  - a subreaper (PR_SET_CHILD_SUBREAPER): every process of the program's
+ *    tree whose parent dies is re-parented to it, even one that left the
+ *    process group or the session (setsid), so it can find them all in
+ *    /proc/<keeper>/task/<keeper>/children;
+ *  - tied to bulwark by PR_SET_PDEATHSIG(SIGTERM), a signal it waits for:
+ *    when bulwark dies, even of SIGKILL, the keeper kills the program's
+ *    group and then, round after round, every process it adopted, reaps
+ *    them and exits. The program has PR_SET_PDEATHSIG(SIGKILL) towards the
+ *    keeper, in case the keeper itself is killed.
+ * When the program exits, its keeper kills the rest of the tree, sends the
+ * program's wait status to bulwark on a pipe and exits; bulwark watches the
+ * keeper. What ended it is kept, the upstream server it is bound to is
+ * marked down at once, and it is restarted after an exponential back-off
+ * (jitter within +-50%). It is marked up again when a TCP connect to its
+ * server succeeds (polled on the loop). Too many crashes within
  * restart_window: FATAL, no more restarts.
  *
  * A program's stdout and stderr are pipes read on the loop (non-blocking,
@@ -22,6 +34,15 @@
  * a RUNNING program whose server failed `fails` checks in a row while its
  * process is alive is stopped (stop_signal, SIGKILL after stop_timeout)
  * and restarted with the usual back-off and restart accounting.
+ *
+ * A reload (supervise_reload) and an operator (supervise_restart) restart
+ * programs one at a time (a rolling restart), each waiting for the
+ * replacement to be ready before the next.
+ *
+ * Not caught: a process that another manager starts on the program's behalf
+ * (systemd-run, at, a D-Bus activation) is not in the tree; and when the
+ * keeper itself is SIGKILLed together with bulwark (an OOM kill of both,
+ * a kill of every process), the program dies but what it forked survives.
  *
  * The state is written on the loop's thread under a mutex; any thread may
  * read it with supervise_snapshot(), supervise_evidence() and
@@ -71,6 +92,30 @@ void supervise_wait_ready(struct supervisor *sv);
  * from elsewhere, then the rest get SIGKILL at once), then frees sv. Call it
  * after loop_run returned. NULL: nothing. */
 void supervise_stop(struct supervisor *sv);
+
+/* Apply a reloaded configuration (a reference is kept while its programs
+ * run). Matched by name: a program whose process would differ (command, cwd,
+ * env, user, group, stdout, stderr, upstream/server) is restarted in turn,
+ * one program at a time, each waiting for its replacement to be ready (its
+ * server answering; at most ready_timeout, else 30 s) before the next. With
+ * the same server address the old process must go first: its server is
+ * marked down (requests go to the other servers), its requests in flight
+ * finish (at most stop_timeout), it is stopped, then started again. With a
+ * new address the new process starts beside the old one, which is stopped
+ * once the new one is ready. A change of policy only (restart, backoff,
+ * max_restarts, restart_window, stop_signal, stop_timeout, ready_timeout)
+ * applies without a restart; unchanged programs keep running untouched.
+ * Added programs start at once; removed ones are stopped (stop_signal,
+ * SIGKILL after stop_timeout). Call it on the supervisor's loop thread. */
+void supervise_reload(struct supervisor *sv, struct config *cfg);
+
+/* Restart program name as a rolling restart does (its server marked down,
+ * requests in flight finished, stop_signal, SIGKILL after stop_timeout,
+ * started again; a program not running, FATAL included, starts at once).
+ * Any thread: the request is posted to the supervisor's loop. sv NULL: the
+ * supervisor that runs (the admin thread has no pointer to it). Returns 0
+ * when the restart was asked for, -ENOENT when no such program runs. */
+int supervise_restart(struct supervisor *sv, const char *name);
 
 /* What /status shows of one program. */
 struct program_info {

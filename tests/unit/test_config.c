@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -462,6 +463,71 @@ static void test_bad_programs_are_refused(void **state)
     snprintf(yaml, sizeof(yaml), "%s    command: [a]\n    comand: [b]\n", head);
     assert_error(yaml, "bulwark.yaml:10:5: unknown key \"comand\" in program \"web\" (did you mean "
                        "\"command\"?)");
+}
+
+static void test_program_user_and_group_are_resolved(void **state)
+{
+    struct config *cfg = load_ok(LISTEN UPSTREAMS ROUTES "programs:\n"
+                                                         "  web:\n"
+                                                         "    command: [a]\n"
+                                                         "    user: root\n"
+                                                         "    group: \"0\"\n");
+    const struct config_program *web = &cfg->programs[0];
+    assert_true(web->has_user && web->has_group);
+    assert_int_equal(web->uid, 0);
+    assert_int_equal(web->gid, 0);
+    assert_true(web->num_groups >= 1);
+    config_unref(cfg);
+}
+
+static void test_unknown_program_user_or_group_is_refused(void **state)
+{
+    const char *head = LISTEN UPSTREAMS ROUTES "programs:\n  web:\n    command: [a]\n";
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml), "%s    user: no-such-user-here\n", head);
+    assert_only_error(yaml,
+                      "bulwark.yaml:10:11: program \"web\": unknown user \"no-such-user-here\"");
+    snprintf(yaml, sizeof(yaml), "%s    group: no-such-group-here\n", head);
+    assert_only_error(yaml,
+                      "bulwark.yaml:10:12: program \"web\": unknown group \"no-such-group-here\"");
+    snprintf(yaml, sizeof(yaml), "%s    user: \"4000000\"\n", head);
+    assert_only_error(yaml, "bulwark.yaml:10:11: program \"web\": unknown user \"4000000\" (no "
+                            "passwd entry: set group too)");
+}
+
+/* Not root: another user than bulwark's own is refused at load. Run in a
+ * child that drops to uid/gid 65534 first (the test runs as root or not). */
+static void test_program_user_needs_root(void **state)
+{
+    const char *yaml = LISTEN UPSTREAMS ROUTES "programs:\n  web:\n    command: [a]\n"
+                                               "    user: \"0\"\n    group: \"0\"\n";
+    const char *expected[] = {
+        "bulwark.yaml:10:11: program \"web\": user \"0\" (uid 0) needs bulwark to run as root (it "
+        "runs as uid 65534)",
+        "bulwark.yaml:11:12: program \"web\": group \"0\" (gid 0) needs bulwark to run as root (it "
+        "runs as gid 65534)",
+    };
+    if (geteuid() != 0 && geteuid() != 65534) {
+        skip(); /* neither root nor 65534: cannot become 65534 */
+        return;
+    }
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0))
+            _exit(2);
+        struct config_errors errs;
+        struct config *cfg = load(yaml, &errs);
+        int ok = !cfg && errs.count == 2 && strcmp(errs.items[0].text, expected[0]) == 0 &&
+                 strcmp(errs.items[1].text, expected[1]) == 0;
+        if (!ok)
+            print_errors(&errs);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static void test_keepalive_accepts_a_plain_number(void **state)
@@ -1865,6 +1931,9 @@ int main(void)
         cmocka_unit_test(test_bad_passive_checks_and_retry_budget_are_refused),
         cmocka_unit_test(test_programs_are_read_with_defaults),
         cmocka_unit_test(test_bad_programs_are_refused),
+        cmocka_unit_test(test_program_user_and_group_are_resolved),
+        cmocka_unit_test(test_unknown_program_user_or_group_is_refused),
+        cmocka_unit_test(test_program_user_needs_root),
         cmocka_unit_test(test_keepalive_accepts_a_plain_number),
         cmocka_unit_test(test_keepalive_max_requests_zero_means_no_limit),
         cmocka_unit_test(test_keepalive_max_requests_out_of_range),
