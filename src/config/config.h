@@ -169,7 +169,7 @@ struct config {
     struct config_addr *listen;
     size_t num_listen;
     bool *listen_proxy_protocol; /* [num_listen]: that listener requires a PROXY header */
-    struct config_addr admin; /* admin.len == 0 when not configured */
+    struct config_addr admin;    /* admin.len == 0 when not configured */
     bool has_admin;
     char *admin_token; /* NULL: no token; else "Authorization: Bearer <token>" is required */
 

@@ -94,8 +94,9 @@ int cidr_parse(const char *s, struct cidr_entry *out, char *why, size_t why_len)
     /* An IPv4 /p is the IPv4-mapped /(96 + p). */
     host_mask(max == 32 ? prefix + 96 : prefix, &m);
     if ((a.hi & m.hi) || (a.lo & m.lo)) {
-        snprintf(why, why_len, "host bits set after the /%u prefix: did you mean the block's first "
-                               "address?",
+        snprintf(why, why_len,
+                 "host bits set after the /%u prefix: did you mean the block's first "
+                 "address?",
                  prefix);
         return -1;
     }
