@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "limit/limit.h"
+
 enum balance { BALANCE_ROUND_ROBIN = 0, BALANCE_LEAST_CONN, BALANCE_HASH };
 
 /* What the hash balancer hashes. */
@@ -118,6 +120,12 @@ struct config_route {
     uint64_t max_body_bytes; /* 0: unlimited; default: client.max_body_size */
     char *label; /* "host/path" ("*" for any host): names the route in metrics and logs */
     int line, column;
+
+    /* access (README, "Client identity and access"): checked after the
+     * top level's lists; empty lists check nothing. */
+    struct cidr_list allow, deny;
+    uint32_t conn_limit_requests; /* conn_limit.requests per client on this route; 0: none */
+    uint32_t limit_scope;         /* limit_scope(label): the route's key in the limit table */
 };
 
 /* programs.<name>: a backend process bulwark starts and restarts (README,
@@ -171,7 +179,8 @@ struct config {
 
     struct config_addr *listen;
     size_t num_listen;
-    struct config_addr admin; /* admin.len == 0 when not configured */
+    bool *listen_proxy_protocol; /* [num_listen]: that listener requires a PROXY header */
+    struct config_addr admin;    /* admin.len == 0 when not configured */
     bool has_admin;
     char *admin_token; /* NULL: no token; else "Authorization: Bearer <token>" is required */
 
@@ -214,6 +223,16 @@ struct config {
     /* max_connections: client connections open at once, all workers together;
      * one more is answered 503 and closed at once. 0: no limit (default). */
     uint32_t max_connections;
+
+    /* Client identity and access (src/limit; README, "Client identity and
+     * access"). trusted_proxies: peers whose X-Forwarded-For or PROXY
+     * header names the client. allow/deny: checked before each route's. */
+    struct cidr_list trusted_proxies, allow, deny;
+    struct config_conn_limit {
+        uint32_t connections; /* open connections per client address; 0: no limit */
+        uint32_t requests;    /* requests in progress per client address; 0: no limit */
+        uint32_t max_keys;    /* clients the table holds at most (1 million) */
+    } conn_limit;
 
     /* probe_at_start: at start and after each reload, connect once to every
      * upstream server and log a warning per unreachable one. Default true. */

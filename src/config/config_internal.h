@@ -122,6 +122,16 @@ void cfg_free_programs(struct config *cfg);
 void cfg_load_health(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
                      const yaml_node_t *n);
 
+/* Client identity and access (src/config/access.c). A list of CIDR blocks
+ * (or a single one) into out, sorted for matching; each bad entry is an
+ * error at its own position. */
+void cfg_get_cidr_list(struct cfg_ctx *ctx, const yaml_node_t *n, const char *what,
+                       struct cidr_list *out);
+/* conn_limit: {connections, requests, max_keys} (top level), or {requests}
+ * (a route: route_no > 0). */
+void cfg_load_conn_limit(struct cfg_ctx *ctx, const yaml_node_t *n, size_t route_no,
+                         struct config_conn_limit *out);
+
 /* Frees everything a (possibly half-built) config owns, and the config. */
 void cfg_free(struct config *cfg);
 

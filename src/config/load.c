@@ -32,6 +32,10 @@ enum top_key {
     TOP_UPSTREAMS,
     TOP_ROUTES,
     TOP_PROGRAMS,
+    TOP_TRUSTED_PROXIES,
+    TOP_ALLOW,
+    TOP_DENY,
+    TOP_CONN_LIMIT,
     NUM_TOP_KEYS
 };
 
@@ -51,6 +55,10 @@ static const char *const top_keys[NUM_TOP_KEYS] = {
     [TOP_UPSTREAMS] = "upstreams",
     [TOP_ROUTES] = "routes",
     [TOP_PROGRAMS] = "programs",
+    [TOP_TRUSTED_PROXIES] = "trusted_proxies",
+    [TOP_ALLOW] = "allow",
+    [TOP_DENY] = "deny",
+    [TOP_CONN_LIMIT] = "conn_limit",
 };
 /* clang-format on */
 
@@ -75,6 +83,30 @@ static void set_defaults(struct config *cfg)
     cfg->log_format = LOG_FORMAT_COMBINED;
     cfg->error_ring_size = 100;
     cfg->probe_at_start = true;
+    cfg->conn_limit.max_keys = LIMIT_DEFAULT_MAX_KEYS;
+}
+
+/* A listen entry: "host:port", or {address: "host:port", proxy_protocol: true}. */
+static const yaml_node_t *listen_entry(struct cfg_ctx *ctx, const yaml_node_t *item,
+                                       bool *proxy_protocol)
+{
+    static const char *const keys[] = {"address", "proxy_protocol"};
+    yaml_node_t *v[2];
+
+    *proxy_protocol = false;
+    if (item->type != YAML_MAPPING_NODE)
+        return item;
+    if (!cfg_fields(ctx, item, "listen entry", keys, 2, v))
+        return NULL;
+    cfg_get_bool(ctx, v[1], "proxy_protocol", proxy_protocol);
+    if (!v[0])
+        cfg_error(ctx, item, "missing required key \"address\" in listen entry");
+    else if (*proxy_protocol && cidr_list_empty(&ctx->cfg->trusted_proxies))
+        cfg_error(ctx, v[1],
+                  "proxy_protocol on %s needs trusted_proxies: the addresses of the load "
+                  "balancers allowed to send the PROXY header",
+                  cfg_describe(v[0]).s);
+    return v[0];
 }
 
 static void load_listen(struct cfg_ctx *ctx, const yaml_node_t *n)
@@ -102,16 +134,20 @@ static void load_listen(struct cfg_ctx *ctx, const yaml_node_t *n)
     }
     cfg->listen = cfg_calloc(ctx, count, sizeof(*cfg->listen));
     lines = cfg_calloc(ctx, count, sizeof(*lines));
-    if (!cfg->listen || !lines) {
+    cfg->listen_proxy_protocol = cfg_calloc(ctx, count, sizeof(*cfg->listen_proxy_protocol));
+    if (!cfg->listen || !lines || !cfg->listen_proxy_protocol) {
         free(lines);
         return;
     }
     for (size_t i = 0; i < count; i++) {
         const yaml_node_t *item = single ? n : cfg_node(ctx, items[i]);
         struct config_addr *addr = &cfg->listen[cfg->num_listen];
+        const yaml_node_t *address;
+        bool proxy_protocol;
         size_t j;
 
-        if (!cfg_get_addr(ctx, item, "listen", true, addr))
+        address = listen_entry(ctx, item, &proxy_protocol);
+        if (!address || !cfg_get_addr(ctx, address, "listen", true, addr))
             continue;
         for (j = 0; j < cfg->num_listen; j++)
             if (cfg->listen[j].len == addr->len &&
@@ -122,6 +158,7 @@ static void load_listen(struct cfg_ctx *ctx, const yaml_node_t *n)
                       cfg_quote(addr->text).s, lines[j]);
             continue;
         }
+        cfg->listen_proxy_protocol[cfg->num_listen] = proxy_protocol;
         lines[cfg->num_listen++] = (int)item->start_mark.line + 1;
     }
     free(lines);
@@ -402,6 +439,12 @@ static void load_top(struct cfg_ctx *ctx, const yaml_node_t *root)
             cfg_error(ctx, root, "missing required key \"%s\" in top level", top_keys[required[i]]);
 
     cfg_get_int(ctx, v[TOP_WORKERS], "workers", 1, 256, &cfg->workers);
+    /* trusted_proxies before listen: a PROXY protocol listener needs it. */
+    cfg_get_cidr_list(ctx, v[TOP_TRUSTED_PROXIES], "trusted_proxies", &cfg->trusted_proxies);
+    cfg_get_cidr_list(ctx, v[TOP_ALLOW], "allow", &cfg->allow);
+    cfg_get_cidr_list(ctx, v[TOP_DENY], "deny", &cfg->deny);
+    if (v[TOP_CONN_LIMIT])
+        cfg_load_conn_limit(ctx, v[TOP_CONN_LIMIT], 0, &cfg->conn_limit);
     if (v[TOP_LISTEN])
         load_listen(ctx, v[TOP_LISTEN]);
     if (v[TOP_ADMIN])
@@ -657,10 +700,16 @@ void cfg_free(struct config *cfg)
         free(cfg->routes[i].host);
         free(cfg->routes[i].path);
         free(cfg->routes[i].label);
+        cidr_list_free(&cfg->routes[i].allow);
+        cidr_list_free(&cfg->routes[i].deny);
     }
     free(cfg->routes);
     cfg_free_programs(cfg);
     free(cfg->listen);
+    free(cfg->listen_proxy_protocol);
+    cidr_list_free(&cfg->trusted_proxies);
+    cidr_list_free(&cfg->allow);
+    cidr_list_free(&cfg->deny);
     free(cfg->access_log);
     free(cfg->error_log);
     free(cfg->admin_token);

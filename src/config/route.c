@@ -172,9 +172,10 @@ static void route_label(struct cfg_ctx *ctx, struct config_route *r)
 static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
                        const yaml_node_t *n)
 {
-    static const char *const keys[] = {"match", "upstream", "max_body_size"};
+    static const char *const keys[] = {"match", "upstream", "max_body_size",
+                                       "allow", "deny",     "conn_limit"};
     struct config *cfg = ctx->cfg;
-    yaml_node_t *v[3];
+    yaml_node_t *v[6];
     char where[32];
     const char *s;
 
@@ -182,7 +183,7 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
     r->column = (int)n->start_mark.column + 1;
     r->max_body_bytes = cfg->max_body_bytes;
     snprintf(where, sizeof(where), "route %zu", route_no);
-    if (!cfg_fields(ctx, n, where, keys, 3, v))
+    if (!cfg_fields(ctx, n, where, keys, 6, v))
         return;
     if (v[0])
         load_match(ctx, r, route_no, v[0]);
@@ -197,6 +198,13 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
             unknown_upstream(ctx, v[1], s, route_no);
     }
     cfg_get_size(ctx, v[2], "max_body_size", 0, UINT64_MAX, &r->max_body_bytes);
+    cfg_get_cidr_list(ctx, v[3], "allow", &r->allow);
+    cfg_get_cidr_list(ctx, v[4], "deny", &r->deny);
+    if (v[5]) {
+        struct config_conn_limit cl = {0};
+        cfg_load_conn_limit(ctx, v[5], route_no, &cl);
+        r->conn_limit_requests = cl.requests;
+    }
 }
 
 void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n)
@@ -226,6 +234,8 @@ void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n)
         r->path_len = 1;
         load_route(ctx, r, i + 1, item);
         route_label(ctx, r);
+        if (r->label)
+            r->limit_scope = limit_scope(r->label);
     }
 }
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "limit/limit.h"
 #include "observe/observe_internal.h"
 #include "supervise/supervise.h"
 #include "upstream/upstream.h"
@@ -222,6 +223,20 @@ static void status_server(struct obuf *b, const struct config_upstream *up,
 }
 
 /* "programs": what the supervisor runs, by name (src/supervise). */
+/* ,"limits":{"denied":{"deny":N,...},"conn_limit":{"keys":N,"connections":N,"requests":N}} */
+static void status_limits(struct obuf *b)
+{
+    struct limit_stats ls;
+    limit_stats_get(&ls);
+    obuf_puts(b, ",\n\"limits\":{\"denied\":{");
+    for (int i = 0; i < DENIED__COUNT; i++)
+        obuf_printf(b, "%s\"%s\":%llu", i ? "," : "", limit_denial_name((enum limit_denial)i),
+                    (unsigned long long)ls.denied[i]);
+    obuf_printf(b, "},\"conn_limit\":{\"keys\":%llu,\"connections\":%llu,\"requests\":%llu}}",
+                (unsigned long long)ls.keys, (unsigned long long)ls.connections,
+                (unsigned long long)ls.requests);
+}
+
 static void status_programs(struct obuf *b)
 {
     struct program_info info[64];
@@ -304,6 +319,7 @@ void observe_status_json(struct obuf *b)
     }
     obuf_puts(b, "}");
     status_programs(b);
+    status_limits(b);
     observe_pool_counts(&reused, &fresh);
     obuf_printf(b,
                 ",\n\"totals\":{\"requests\":%llu,\"gateway_errors\":%llu,"

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "limit/limit.h"
 #include "observe/observe_internal.h"
 #include "upstream/upstream.h"
 
@@ -437,6 +438,33 @@ static void write_protection(struct obuf *b)
                 (unsigned long long)observe_client_refused_total());
 }
 
+/* Client identity and access (src/limit): requests and connections refused
+ * by our own rules, by reason, and what conn_limit counts right now (all
+ * back to 0 once every client is gone). */
+static void write_limits(struct obuf *b)
+{
+    struct limit_stats ls;
+    limit_stats_get(&ls);
+    obuf_puts(b, "# HELP bulwark_denied_total Requests and connections refused by allow, deny, "
+                 "conn_limit or the PROXY protocol rules, by reason.\n"
+                 "# TYPE bulwark_denied_total counter\n");
+    for (int i = 0; i < DENIED__COUNT; i++)
+        obuf_printf(b, "bulwark_denied_total{reason=\"%s\"} %llu\n",
+                    limit_denial_name((enum limit_denial)i), (unsigned long long)ls.denied[i]);
+    obuf_printf(b,
+                "# HELP bulwark_conn_limit_keys Clients (address, scope) in the conn_limit table.\n"
+                "# TYPE bulwark_conn_limit_keys gauge\n"
+                "bulwark_conn_limit_keys %llu\n"
+                "# HELP bulwark_conn_limit_connections Connections conn_limit counts now.\n"
+                "# TYPE bulwark_conn_limit_connections gauge\n"
+                "bulwark_conn_limit_connections %llu\n"
+                "# HELP bulwark_conn_limit_requests Requests in progress conn_limit counts now.\n"
+                "# TYPE bulwark_conn_limit_requests gauge\n"
+                "bulwark_conn_limit_requests %llu\n",
+                (unsigned long long)ls.keys, (unsigned long long)ls.connections,
+                (unsigned long long)ls.requests);
+}
+
 /* 1 while the balancers may pick the server, 0 while it is marked down
  * (health checks): the servers of the running config, backups included. */
 static void write_server_up(struct obuf *b)
@@ -509,6 +537,7 @@ void observe_metrics_write(struct obuf *b)
     write_retries(b);
     write_queue(b);
     write_protection(b);
+    write_limits(b);
     write_server_up(b);
 
     obuf_puts(b, "# HELP bulwark_upstream_header_seconds Time from the start of an attempt to "

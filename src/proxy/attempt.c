@@ -149,7 +149,7 @@ void attempt_log_failure(struct request *r, const char *what, enum cause cause, 
               what, r->at.server ? r->at.server->cfg->addr.text : "-", r->group->cfg->name, detail,
               program[0] ? " (" : "", program, program[0] ? ")" : "", ci->sentence, ci->fix,
               ci->proxy_status, r->attempts,
-              (unsigned long long)(r->at.t_connect_ms ? now - r->at.t_connect_ms : 0), r->s->ip,
+              (unsigned long long)(r->at.t_connect_ms ? now - r->at.t_connect_ms : 0), r->client_ip,
               r->rid);
 }
 
@@ -234,7 +234,7 @@ static void request_queue(struct request *r, bool again)
         log_warn("upstream \"%s\": every server has max_conns=%d requests in flight and "
                  "max_pending=%d wait already; answered 503 "
                  "cause=connection_limit_reached client=%s rid=%s",
-                 ucfg->name, ucfg->max_conns, ucfg->max_pending, r->s->ip, r->rid);
+                 ucfg->name, ucfg->max_conns, ucfg->max_pending, r->client_ip, r->rid);
         request_fail(r, CAUSE_CONNECTION_LIMIT_REACHED, 0);
         return;
     }
@@ -263,8 +263,8 @@ static void queue_timeout(struct timer *t)
     observe_queue_event(r->group->servers[0].stats, QUEUE_TIMEOUT);
     log_warn("upstream \"%s\": no connection slot (max_conns=%d) within queue_timeout=%ums; "
              "answered 503 cause=connection_limit_reached client=%s rid=%s",
-             r->group->cfg->name, r->group->cfg->max_conns, r->group->cfg->queue_timeout_ms, s->ip,
-             r->rid);
+             r->group->cfg->name, r->group->cfg->max_conns, r->group->cfg->queue_timeout_ms,
+             r->client_ip, r->rid);
     request_fail(r, CAUSE_CONNECTION_LIMIT_REACHED, 0);
     session_drive(s);
 }
@@ -310,7 +310,7 @@ void attempt_start(struct request *r)
                           "down%s%s, answered 503 without a connect attempt; "
                           "cause=destination_unavailable client=%s rid=%s",
                           r->group->cfg->name, r->group->num_servers,
-                          r->program_evidence[0] ? "; " : "", r->program_evidence, s->ip, r->rid);
+                          r->program_evidence[0] ? "; " : "", r->program_evidence, r->client_ip, r->rid);
                 request_fail(r, CAUSE_DESTINATION_UNAVAILABLE, 0);
             } else
                 request_fail(r, a->last_cause, a->last_err);

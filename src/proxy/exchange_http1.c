@@ -157,7 +157,7 @@ static int h1_build_request(struct request *r, const struct http_request *hr, st
         .x_forwarded_proto = cfg->x_forwarded_proto,
         .x_forwarded_host = cfg->x_forwarded_host,
         .via = cfg->via,
-        .client_ip = r->s->ip,
+        .client_ip = r->s->ip, /* the hop we received, not r->client_ip (README) */
         .rid = r->rid,
         .default_host = r->group->cfg->name,
     };

@@ -21,6 +21,7 @@
 
 #include "core/core.h"
 #include "http/http.h"
+#include "limit/limit.h"
 #include "proxy/proxy.h"
 #include "upstream/upstream.h"
 
@@ -34,6 +35,7 @@ struct listener {
     struct io io;
     struct worker *w;
     struct config_addr addr;
+    bool proxy_protocol; /* every connection starts with a PROXY header */
     struct listener *next;
 };
 
@@ -313,6 +315,22 @@ struct request {
      * serving, for the error log, /errors and Proxy-Status details; "" when
      * none. Set on the error path only (request_note_program). */
     char program_evidence[320];
+
+    /* Who the client is (README, "Client identity and access"): the
+     * connection's address, or the one X-Forwarded-For names when the
+     * connection comes from trusted_proxies. Set by request_new from the
+     * session, refined first thing in request_start; logs, limits and the
+     * hash balancer use it. X-Forwarded-For appends the connection's. */
+    struct sockaddr_storage client_addr;
+    char client_ip[INET6_ADDRSTRLEN];
+    /* conn_limit.requests units this request holds (bit 0: top level,
+     * bit 1: its route), given back by request_end. */
+    uint8_t limit_held;
+    struct limit_addr limit_key;
+    uint32_t retry_after_s; /* a 429 says when to come back (Retry-After) */
+    /* Proxy-Status details of a refusal by our own rules (always shown:
+     * they name the client's address and the rule, nothing internal). */
+    char deny_details[160];
 };
 
 /* The response head (ours or the upstream's) is on its way to the client:
@@ -336,6 +354,7 @@ enum session_phase {
     PHASE_HEADER,   /* some bytes of a request header arrived */
     PHASE_REQUEST,  /* a request is being served */
     PHASE_LINGER,   /* response sent, closing: dropping what the client still sends */
+    PHASE_PROXY,    /* a PROXY protocol listener: its header comes before any HTTP byte */
 };
 
 struct session {
@@ -353,6 +372,9 @@ struct session {
         struct sockaddr_in6 sin6;
     } peer;
     char ip[INET6_ADDRSTRLEN];
+    /* conn_limit.connections: this connection is counted under conn_key. */
+    bool conn_counted;
+    struct limit_addr conn_key;
     uint32_t requests;
     uint8_t phase;
     bool closing; /* close once the current response is sent */
@@ -369,7 +391,9 @@ static inline const struct config *session_cfg(const struct session *s)
 }
 
 /* session.c */
-void session_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len);
+/* proxy_protocol: the listener requires a PROXY header first. */
+void session_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+                    bool proxy_protocol);
 void session_close_idle(struct worker *w);
 void session_close_all(struct worker *w);
 void session_close(struct session *s);

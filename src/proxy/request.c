@@ -10,11 +10,14 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Requests kept for reuse per worker. */
 #define REQUEST_FREE_RESERVE 64
+
+static void request_limits_release(struct request *r);
 
 struct request *request_new(struct session *s)
 {
@@ -40,6 +43,13 @@ struct request *request_new(struct session *s)
     r->state = REQ_FORWARD;
     r->t_start_ms = loop_now_ms(session_loop(s));
     timer_init(&r->at.timer, NULL);
+    /* Until request_start reads X-Forwarded-For, the client is the
+     * connection's address (a request refused before it has a head). */
+    if (s->peer.sa.sa_family == AF_INET6)
+        memcpy(&r->client_addr, &s->peer.sin6, sizeof(s->peer.sin6));
+    else
+        memcpy(&r->client_addr, &s->peer.sin, sizeof(s->peer.sin));
+    memcpy(r->client_ip, s->ip, sizeof(r->client_ip));
     return r;
 }
 
@@ -79,7 +89,7 @@ static void request_log(struct request *r)
     uint64_t now = loop_now_ms(session_loop(s));
     struct request_record rec = {
         .rid = r->rid,
-        .client_ip = s->ip,
+        .client_ip = r->client_ip,
         .method = t,
         .method_len = r->method_len,
         .target = t + r->method_len,
@@ -118,6 +128,7 @@ void request_end(struct request *r, enum request_ending how)
 {
     struct session *s = r->s;
     assert(s->req == r);
+    request_limits_release(r);
     /* The attempt still open here produced no response we relay whole:
      * its slot is given back, counted without a cause of its own. */
     attempt_end(r, CAUSE_NONE, 0);
@@ -245,7 +256,6 @@ static void target_path(const struct http_request *hr, const char **path, size_t
 static uint64_t request_hash(const struct request *r, const struct http_request *hr)
 {
     const struct config_upstream *u = r->group->cfg;
-    const struct session *s = r->s;
     if (u->hash_key == HASH_URI)
         return upstream_hash(hr->target, hr->target_len);
     if (u->hash_key == HASH_HEADER) {
@@ -253,15 +263,128 @@ static uint64_t request_hash(const struct request *r, const struct http_request 
             http_find_header(hr->headers, hr->num_headers, u->hash_header);
         return h ? upstream_hash(h->value, h->value_len) : 0;
     }
-    if (s->peer.sa.sa_family == AF_INET6)
-        return upstream_hash(&s->peer.sin6.sin6_addr, 16);
-    return upstream_hash(&s->peer.sin.sin_addr, 4);
+    /* The client, as the logs name it (X-Forwarded-For from a trusted proxy). */
+    if (r->client_addr.ss_family == AF_INET6)
+        return upstream_hash(&((const struct sockaddr_in6 *)&r->client_addr)->sin6_addr, 16);
+    return upstream_hash(&((const struct sockaddr_in *)&r->client_addr)->sin_addr, 4);
+}
+
+/* ---- client identity and access (src/limit; README, "Client identity and access") ---- */
+
+/* The client of this request: X-Forwarded-For is read only when the
+ * connection comes from trusted_proxies (limit_client_addr). */
+static void request_identify(struct request *r, const struct http_request *hr)
+{
+    const struct config *cfg = session_cfg(r->s);
+    struct sockaddr_storage conn = r->client_addr;
+    if (limit_client_addr(&cfg->trusted_proxies, &conn, hr->headers, hr->num_headers,
+                          &r->client_addr))
+        limit_addr_text(&r->client_addr, r->client_ip, sizeof(r->client_ip));
+}
+
+/* Refuse the request by one of our own rules: 403 or 429, with the rule in
+ * Proxy-Status details and in one log line. The connection stays open
+ * unless a body would be left unread. */
+static void request_deny(struct request *r, int status, enum limit_denial why)
+{
+    struct session *s = r->s;
+    if (!r->req_body.done)
+        s->closing = true; /* we will not read the body */
+    r->req_body.done = true;
+    limit_count_denied(why);
+    log_info("denied request from %s with %d: %s; client=%s reason=%s rid=%s", r->client_ip, status,
+             r->deny_details, r->client_ip, limit_denial_name(why), r->rid);
+    r->cause = CAUSE_HTTP_REQUEST_DENIED;
+    respond_local(r, status, CAUSE_HTTP_REQUEST_DENIED);
+}
+
+/* allow/deny of one level (where: "top level" or the route's label).
+ * Returns true after answering 403. */
+static bool access_check(struct request *r, const struct cidr_list *allow,
+                         const struct cidr_list *deny, const struct limit_addr *a,
+                         const char *where)
+{
+    const struct cidr_entry *e = cidr_list_match(deny, a);
+    if (e) {
+        snprintf(r->deny_details, sizeof(r->deny_details), "client %s matches deny %s (%s)",
+                 r->client_ip, e->text, where);
+        request_deny(r, 403, DENIED_DENY);
+        return true;
+    }
+    if (!cidr_list_empty(allow) && !cidr_list_match(allow, a)) {
+        snprintf(r->deny_details, sizeof(r->deny_details), "client %s is not in allow (%s)",
+                 r->client_ip, where);
+        request_deny(r, 403, DENIED_ALLOW);
+        return true;
+    }
+    return false;
+}
+
+/* Top level, then the route. Returns true after answering 403. */
+static bool request_access_denied(struct request *r)
+{
+    const struct config *cfg = session_cfg(r->s);
+    if (!limit_addr_from_sockaddr((const struct sockaddr *)&r->client_addr, &r->limit_key))
+        return false;
+    if (access_check(r, &cfg->allow, &cfg->deny, &r->limit_key, "top level"))
+        return true;
+    return r->route &&
+           access_check(r, &r->route->allow, &r->route->deny, &r->limit_key, r->route->label);
+}
+
+/* One conn_limit.requests unit of the client at scope (bit: what
+ * limit_held records). Returns true after answering 429 or 503. */
+static bool conn_limit_take(struct request *r, uint32_t scope, uint32_t max, uint8_t bit,
+                            const char *where)
+{
+    const struct config *cfg = session_cfg(r->s);
+    enum limit_verdict v =
+        limit_conn_acquire(&r->limit_key, scope, LIMIT_REQUESTS, max, cfg->conn_limit.max_keys);
+    if (v == LIMIT_OK) {
+        r->limit_held |= bit;
+        return false;
+    }
+    if (v == LIMIT_OVER) {
+        snprintf(r->deny_details, sizeof(r->deny_details),
+                 "client %s has conn_limit.requests (%u) in progress (%s)", r->client_ip, max,
+                 where);
+        r->retry_after_s = 1;
+        request_deny(r, 429, DENIED_CONN_LIMIT_REQUESTS);
+    } else {
+        snprintf(r->deny_details, sizeof(r->deny_details),
+                 "the conn_limit table holds max_keys (%u) clients", cfg->conn_limit.max_keys);
+        request_deny(r, 503, DENIED_TABLE_FULL);
+    }
+    return true;
+}
+
+/* conn_limit.requests, top level then the route: requests in progress per
+ * client across all workers. Returns true after answering. */
+static bool request_over_conn_limit(struct request *r)
+{
+    const struct config *cfg = session_cfg(r->s);
+    if (cfg->conn_limit.requests && conn_limit_take(r, 0, cfg->conn_limit.requests, 1, "top level"))
+        return true;
+    return r->route->conn_limit_requests &&
+           conn_limit_take(r, r->route->limit_scope, r->route->conn_limit_requests, 2,
+                           r->route->label);
+}
+
+/* What conn_limit counted for this request goes back (request_end). */
+static void request_limits_release(struct request *r)
+{
+    if (r->limit_held & 1)
+        limit_conn_release(&r->limit_key, 0, LIMIT_REQUESTS);
+    if (r->limit_held & 2)
+        limit_conn_release(&r->limit_key, r->route->limit_scope, LIMIT_REQUESTS);
+    r->limit_held = 0;
 }
 
 void request_start(struct session *s, struct request *r, const struct http_request *hr,
                    size_t hdr_len)
 {
     const struct config *cfg = session_cfg(s);
+    request_identify(r, hr);
     r->method = hr->method_id;
     r->minor_version = hr->minor_version;
     r->client_keep_alive = hr->keep_alive;
@@ -290,6 +413,9 @@ void request_start(struct session *s, struct request *r, const struct http_reque
     target_path(hr, &path, &path_len);
     r->route = config_match_route(cfg, hr->host, hr->host ? hr->host_len : 0, path, path_len);
     buf_consume(&s->in, hdr_len);
+    /* Our own rules, in this order: allow/deny, conn_limit, then rate_limit. */
+    if (request_access_denied(r))
+        return;
     if (!r->route) {
         if (!r->req_body.done)
             s->closing = true; /* we will not read the body */
@@ -298,6 +424,8 @@ void request_start(struct session *s, struct request *r, const struct http_reque
         respond_local(r, 404, CAUSE_DESTINATION_NOT_FOUND);
         return;
     }
+    if (request_over_conn_limit(r))
+        return;
     uint64_t max_body = r->route->max_body_bytes;
     if (max_body && hr->framing == HTTP_FRAMING_LENGTH && hr->content_length > max_body) {
         r->req_body.done = true;

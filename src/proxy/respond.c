@@ -49,7 +49,10 @@ void respond_local(struct request *r, int status, enum cause cause)
     size_t blen = observe_error_page(page, sizeof(page), status, cause, r->rid, r->accept,
                                      r->accept_len, exposed ? details : NULL, &ctype);
     char ps[1536];
-    size_t pl = observe_proxy_status(ps, sizeof(ps), cause, next_hop, exposed ? details : NULL);
+    const char *ps_details = exposed ? details : NULL;
+    if (r->deny_details[0])
+        ps_details = r->deny_details; /* our own rule: the client may know which */
+    size_t pl = observe_proxy_status(ps, sizeof(ps), cause, next_hop, ps_details);
     assert(pl > 0); /* a group name and 512 bytes of details always fit 1.5 KiB */
 
     struct wbuf w = buf_writer(&r->cl_out.gen);
@@ -69,6 +72,9 @@ void respond_local(struct request *r, int status, enum cause cause)
         uint32_t after_ms = r->group ? r->group->cfg->queue_timeout_ms : 1000;
         wbuf_puts(&w, "\r\nRetry-After: ");
         wbuf_u64(&w, after_ms < 1000 ? 1 : (after_ms + 999) / 1000);
+    } else if (r->retry_after_s) {
+        wbuf_puts(&w, "\r\nRetry-After: ");
+        wbuf_u64(&w, r->retry_after_s);
     }
     wbuf_puts(&w, "\r\nX-Request-Id: ");
     wbuf_puts(&w, r->rid);
@@ -148,7 +154,7 @@ void request_fail(struct request *r, enum cause cause, int err)
 void request_refuse(struct request *r, int status, enum cause cause, const char *why)
 {
     struct session *s = r->s;
-    log_info("refused request from %s with %d: %s rid=%s", s->ip, status, why, r->rid);
+    log_info("refused request from %s with %d: %s rid=%s", r->client_ip, status, why, r->rid);
     attempt_end(r, CAUSE_NONE, 0);
     attempt_release(r, false);
     s->closing = true;

@@ -158,11 +158,12 @@ static void listener_event(struct io *io, uint32_t events)
             continue;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        session_accept(w, fd, (struct sockaddr *)&ss, len);
+        session_accept(w, fd, (struct sockaddr *)&ss, len, l->proxy_protocol);
     }
 }
 
-static struct listener *listener_add(struct worker *w, const struct config_addr *a, int fd)
+static struct listener *listener_add(struct worker *w, const struct config_addr *a, int fd,
+                                     bool proxy_protocol)
 {
     struct listener *l = calloc(1, sizeof(*l));
     if (!l) {
@@ -173,6 +174,7 @@ static struct listener *listener_add(struct worker *w, const struct config_addr 
     l->io.on_event = listener_event;
     l->w = w;
     l->addr = *a;
+    l->proxy_protocol = proxy_protocol;
     if (loop_add_listener(w->loop, &l->io) < 0) {
         close(fd);
         free(l);
@@ -227,8 +229,13 @@ static int worker_sync_listeners(struct worker *w, const struct config *cfg)
     while (*pp) {
         struct listener *l = *pp;
         bool keep = false;
-        for (size_t i = 0; i < cfg->num_listen; i++)
-            keep |= same_addr(&l->addr, &cfg->listen[i]);
+        for (size_t i = 0; i < cfg->num_listen; i++) {
+            if (same_addr(&l->addr, &cfg->listen[i])) {
+                keep = true;
+                /* a kept socket takes the new proxy_protocol setting */
+                l->proxy_protocol = cfg->listen_proxy_protocol[i];
+            }
+        }
         if (keep) {
             pp = &l->next;
         } else {
@@ -245,7 +252,7 @@ static int worker_sync_listeners(struct worker *w, const struct config *cfg)
             continue;
         char why[256];
         int fd = open_listener(&cfg->listen[i], why, sizeof(why));
-        if (fd < 0 || !listener_add(w, &cfg->listen[i], fd)) {
+        if (fd < 0 || !listener_add(w, &cfg->listen[i], fd, cfg->listen_proxy_protocol[i])) {
             log_error("worker %d cannot listen: %s", w->id, fd < 0 ? why : "out of memory");
             failures++;
         }

@@ -13,6 +13,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "limit/limit.h"
+
 /* How long a closing connection keeps reading (and dropping) what the client
  * still sends, so our last response is not destroyed by a reset. */
 #define LINGER_MS 2000
@@ -53,6 +55,8 @@ void session_close(struct session *s)
     }
     s->closed = true;
     struct worker *w = s->w;
+    if (s->conn_counted)
+        limit_conn_release(&s->conn_key, 0, LIMIT_CONNECTIONS);
     loop_timer_cancel(w->loop, &s->timer);
     buf_release(&s->in);
     close(s->io.fd);
@@ -96,7 +100,165 @@ static void client_event(struct io *io, uint32_t events)
 
 static void client_timeout(struct timer *t);
 
-void session_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len)
+/* Refusals of whole connections by our own rules are logged at most this
+ * often per second per worker (then one line says how many were not): a
+ * flood of refused connections must not become a flood of log lines. */
+#define REFUSAL_LOGS_PER_SECOND 20
+static __thread uint64_t refusal_log_second;
+static __thread unsigned refusal_logs, refusal_logs_dropped;
+
+static bool refusal_log_allowed(struct worker *w)
+{
+    uint64_t second = loop_now_ms(w->loop) / 1000;
+    if (second != refusal_log_second) {
+        if (refusal_logs_dropped)
+            log_warn("%u more connection refusals were not logged in the last second",
+                     refusal_logs_dropped);
+        refusal_log_second = second;
+        refusal_logs = refusal_logs_dropped = 0;
+    }
+    if (refusal_logs < REFUSAL_LOGS_PER_SECOND) {
+        refusal_logs++;
+        return true;
+    }
+    refusal_logs_dropped++;
+    return false;
+}
+
+/* Answers to a connection refused before any request is read: written
+ * with one non-blocking send(), then the connection is closed. */
+static const char over_connections[] =
+    "HTTP/1.1 429 Too Many Requests\r\n"
+    "Content-Type: text/plain\r\n"
+    "Content-Length: 63\r\n"
+    "Retry-After: 1\r\n"
+    "Proxy-Status: bulwark; error=http_request_denied; details=\"conn_limit connections\"\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "Too many connections from your address: try again in a moment.\n";
+static const char table_full[] =
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Content-Type: text/plain\r\n"
+    "Content-Length: 63\r\n"
+    "Retry-After: 1\r\n"
+    "Proxy-Status: bulwark; error=http_request_denied; details=\"conn_limit table full\"\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "The proxy is tracking too many clients: try again in a moment.\n";
+
+/* Close s after sending what (may be NULL): half-close and drop what
+ * already arrived first, or the close resets the answer away. */
+static void session_refuse(struct session *s, const char *what, size_t len)
+{
+    if (what) {
+        ssize_t n = send(s->io.fd, what, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)n; /* a full or reset socket: the close is the answer */
+        shutdown(s->io.fd, SHUT_WR);
+        char sink[4096];
+        for (int i = 0; i < 16 && recv(s->io.fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+            ;
+    }
+    session_close(s);
+}
+
+/* conn_limit.connections for the connection's address (the PROXY header's
+ * once it is read). Connections from trusted_proxies are not counted: one
+ * load balancer carries many clients. Returns false after refusing it. */
+static bool session_admit(struct session *s)
+{
+    const struct config *cfg = session_cfg(s);
+    const struct config_conn_limit *cl = &cfg->conn_limit;
+    struct limit_addr a;
+
+    if (!cl->connections || !limit_addr_from_sockaddr(&s->peer.sa, &a) ||
+        cidr_list_match(&cfg->trusted_proxies, &a))
+        return true;
+    enum limit_verdict v =
+        limit_conn_acquire(&a, 0, LIMIT_CONNECTIONS, cl->connections, cl->max_keys);
+    if (v == LIMIT_OK) {
+        s->conn_counted = true;
+        s->conn_key = a;
+        return true;
+    }
+    if (v == LIMIT_OVER) {
+        limit_count_denied(DENIED_CONN_LIMIT_CONNECTIONS);
+        if (refusal_log_allowed(s->w))
+            log_warn("client connection refused with 429: %s has conn_limit.connections (%u) "
+                     "open; client=%s rule=conn_limit.connections",
+                     s->ip, cl->connections, s->ip);
+        session_refuse(s, over_connections, sizeof(over_connections) - 1);
+    } else {
+        limit_count_denied(DENIED_TABLE_FULL);
+        if (refusal_log_allowed(s->w))
+            log_error("client connection refused with 503: the conn_limit table holds "
+                      "max_keys (%u) clients; client=%s",
+                      cl->max_keys, s->ip);
+        session_refuse(s, table_full, sizeof(table_full) - 1);
+    }
+    return false;
+}
+
+static void proxy_refused(struct session *s, const char *why)
+{
+    limit_count_denied(DENIED_PROXY_PROTOCOL);
+    if (refusal_log_allowed(s->w))
+        log_warn("client connection closed: %s; peer=%s cause=proxy_protocol_rejected", why, s->ip);
+    session_refuse(s, NULL, 0);
+}
+
+/* A PROXY protocol listener: read the header before any HTTP byte (under
+ * the header timeout set at accept). Returns true when it is done (the
+ * session may be closed), false to wait for more bytes. */
+static bool session_read_proxy(struct session *s)
+{
+    for (;;) {
+        struct proxy_header ph;
+        const char *why = NULL;
+        int n = proxy_parse(buf_head(&s->in), buf_len(&s->in), &ph, &why);
+        if (n == PROXY_INVALID) {
+            proxy_refused(s, why);
+            return true;
+        }
+        if (n > 0) {
+            buf_consume(&s->in, (size_t)n);
+            if (ph.has_addr) {
+                if (ph.src.ss_family == AF_INET6)
+                    memcpy(&s->peer.sin6, &ph.src, sizeof(s->peer.sin6));
+                else
+                    memcpy(&s->peer.sin, &ph.src, sizeof(s->peer.sin));
+                peer_text(s, s->ip, sizeof(s->ip));
+            }
+            s->phase = PHASE_IDLE;
+            session_admit(s);
+            return true;
+        }
+        if (!s->t.readable)
+            return false;
+        if (s->t.eof) {
+            proxy_refused(s, "the connection closed before its PROXY header was complete");
+            return true;
+        }
+        if (buf_acquire(&s->in) < 0) {
+            log_error("out of memory reading a PROXY header from %s; closing the connection",
+                      s->ip);
+            session_close(s);
+            return true;
+        }
+        /* HTTP bytes read after the header stay in the block, where the
+         * request parser takes them. */
+        ssize_t got = transport_read(&s->t, buf_tail(&s->in), buf_room(&s->in));
+        if (got == -EAGAIN)
+            return false;
+        if (got <= 0) {
+            proxy_refused(s, "the connection closed before its PROXY header was complete");
+            return true;
+        }
+        s->in.end += (uint32_t)got;
+    }
+}
+
+void session_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+                    bool proxy_protocol)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (!s) {
@@ -127,10 +289,24 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, sockl
         session_close(s);
         return;
     }
-    /* The first request's header must arrive within header_timeout. */
+    /* The first request's header must arrive within header_timeout (the
+     * PROXY header too, on such a listener). */
     loop_timer_set(w->loop, &s->timer, session_cfg(s)->client_header_timeout_ms);
     s->t.readable = true; /* data often arrives with the handshake */
     s->t.writable = true;
+    if (proxy_protocol) {
+        struct limit_addr a;
+        /* Whoever sends the header chooses the client address: only the
+         * load balancers named in trusted_proxies may. */
+        if (!limit_addr_from_sockaddr(&s->peer.sa, &a) ||
+            !cidr_list_match(&session_cfg(s)->trusted_proxies, &a)) {
+            proxy_refused(s, "PROXY protocol listener: the peer is not in trusted_proxies");
+            return;
+        }
+        s->phase = PHASE_PROXY;
+    } else if (!session_admit(s)) {
+        return;
+    }
     session_drive(s);
 }
 
@@ -235,6 +411,10 @@ static void client_timeout(struct timer *t)
         session_close(s);
         return;
     }
+    if (s->phase == PHASE_PROXY) {
+        proxy_refused(s, "no complete PROXY header within header_timeout");
+        return;
+    }
     if (!r) {
         if (s->phase == PHASE_HEADER) {
             /* RFC 9110 15.5.9: 408 for a request header that never completed */
@@ -334,6 +514,11 @@ void session_drive(struct session *s)
         if (s->phase == PHASE_LINGER) {
             linger_read(s);
             return;
+        }
+        if (s->phase == PHASE_PROXY) {
+            if (!session_read_proxy(s))
+                return;
+            continue;
         }
         if (s->req) {
             request_drive(s->req);
