@@ -122,6 +122,13 @@ void cfg_free_programs(struct config *cfg);
 void cfg_load_health(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
                      const yaml_node_t *n);
 
+/* A rate_limit map (src/config/rate_limit.c) into rl; name is the policy's
+ * name ("default" or a route's label, copied). On a route, "off" leaves
+ * rl->enabled false and sets *off. */
+void cfg_load_rate_limit(struct cfg_ctx *ctx, struct config_rate_limit *rl, const char *name,
+                         const yaml_node_t *n, bool *off);
+void cfg_free_rate_limit(struct config_rate_limit *rl);
+
 /* Frees everything a (possibly half-built) config owns, and the config. */
 void cfg_free(struct config *cfg);
 

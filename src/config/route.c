@@ -167,14 +167,29 @@ static void route_label(struct cfg_ctx *ctx, struct config_route *r)
     r->label = cfg_calloc(ctx, n, 1);
     if (r->label)
         snprintf(r->label, n, "%s%s", host, path);
+    if (r->label && r->own_rate_limit.enabled)
+        r->own_rate_limit.name = cfg_strdup(ctx, r->label);
+}
+
+/* The route's own rate_limit, "off", or the top-level default. The
+ * policy is named after the route once its label is known (route_label). */
+static void load_route_rate_limit(struct cfg_ctx *ctx, struct config_route *r,
+                                  const yaml_node_t *n)
+{
+    bool off = false;
+    r->rate_limit = ctx->cfg->rate_limit.enabled ? &ctx->cfg->rate_limit : NULL;
+    if (!n)
+        return;
+    cfg_load_rate_limit(ctx, &r->own_rate_limit, NULL, n, &off);
+    r->rate_limit = off ? NULL : r->own_rate_limit.enabled ? &r->own_rate_limit : r->rate_limit;
 }
 
 static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
                        const yaml_node_t *n)
 {
-    static const char *const keys[] = {"match", "upstream", "max_body_size"};
+    static const char *const keys[] = {"match", "upstream", "max_body_size", "rate_limit"};
     struct config *cfg = ctx->cfg;
-    yaml_node_t *v[3];
+    yaml_node_t *v[4];
     char where[32];
     const char *s;
 
@@ -182,7 +197,7 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
     r->column = (int)n->start_mark.column + 1;
     r->max_body_bytes = cfg->max_body_bytes;
     snprintf(where, sizeof(where), "route %zu", route_no);
-    if (!cfg_fields(ctx, n, where, keys, 3, v))
+    if (!cfg_fields(ctx, n, where, keys, 4, v))
         return;
     if (v[0])
         load_match(ctx, r, route_no, v[0]);
@@ -197,6 +212,7 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
             unknown_upstream(ctx, v[1], s, route_no);
     }
     cfg_get_size(ctx, v[2], "max_body_size", 0, UINT64_MAX, &r->max_body_bytes);
+    load_route_rate_limit(ctx, r, v[3]);
 }
 
 void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n)
