@@ -88,7 +88,8 @@ static void load_key(struct cfg_ctx *ctx, struct config_rate_limit *rl, const ya
         rl->key = RATE_KEY_ROUTE;
     } else if (strncmp(s, "header:", 7) == 0) {
         if (!valid_token(s + 7)) {
-            cfg_error(ctx, n, "bad rate_limit key %s: \"header:\" must be followed by a header name",
+            cfg_error(ctx, n,
+                      "bad rate_limit key %s: \"header:\" must be followed by a header name",
                       cfg_quote(s).s);
             return;
         }
@@ -97,9 +98,9 @@ static void load_key(struct cfg_ctx *ctx, struct config_rate_limit *rl, const ya
         rl->key_header = cfg_strdup(ctx, s + 7);
     } else {
         const char *hint = cfg_suggest(s, kinds, 2);
-        cfg_error(ctx, n, "unknown rate_limit key %s: expected client_ip, route or \"header:NAME\"%s%s%s",
-                  cfg_quote(s).s, hint ? " (did you mean \"" : "", hint ? hint : "",
-                  hint ? "\"?)" : "");
+        cfg_error(
+            ctx, n, "unknown rate_limit key %s: expected client_ip, route or \"header:NAME\"%s%s%s",
+            cfg_quote(s).s, hint ? " (did you mean \"" : "", hint ? hint : "", hint ? "\"?)" : "");
     }
 }
 
@@ -113,7 +114,8 @@ static void load_store(struct cfg_ctx *ctx, struct config_rate_limit *rl, const 
         return;
     struct config_addr addr;
     char why[160];
-    if (strncmp(s, "redis://", 8) != 0 || config_parse_addr(s + 8, false, &addr, why, sizeof(why))) {
+    if (strncmp(s, "redis://", 8) != 0 ||
+        config_parse_addr(s + 8, false, &addr, why, sizeof(why))) {
         cfg_error(ctx, n, "bad rate_limit store %s: expected \"local\" or \"redis://host:port\"",
                   cfg_quote(s).s);
         return;
@@ -130,7 +132,8 @@ void cfg_load_rate_limit(struct cfg_ctx *ctx, struct config_rate_limit *rl, cons
 
     rl->line = (int)n->start_mark.line + 1;
     rl->column = (int)n->start_mark.column + 1;
-    if (off && n->type == YAML_SCALAR_NODE && strcmp((const char *)n->data.scalar.value, "off") == 0) {
+    if (off && n->type == YAML_SCALAR_NODE &&
+        strcmp((const char *)n->data.scalar.value, "off") == 0) {
         *off = true;
         return;
     }

@@ -173,8 +173,7 @@ static void route_label(struct cfg_ctx *ctx, struct config_route *r)
 
 /* The route's own rate_limit, "off", or the top-level default. The
  * policy is named after the route once its label is known (route_label). */
-static void load_route_rate_limit(struct cfg_ctx *ctx, struct config_route *r,
-                                  const yaml_node_t *n)
+static void load_route_rate_limit(struct cfg_ctx *ctx, struct config_route *r, const yaml_node_t *n)
 {
     bool off = false;
     r->rate_limit = ctx->cfg->rate_limit.enabled ? &ctx->cfg->rate_limit : NULL;

@@ -247,9 +247,10 @@ size_t limit_rate_headers(char *out, size_t cap, const struct config_rate_limit 
     char name[96];
     size_t nl = sf_string(name, sizeof(name), rl->name ? rl->name : "default");
     uint64_t t_s = (v->reset_ns + 999999999ull) / 1000000000ull;
-    int n = snprintf(out, cap, "RateLimit-Policy: %.*s;q=%u;w=%u\r\nRateLimit: %.*s;r=%llu;t=%llu\r\n",
-                     (int)nl, name, rl->rate, rl->period_s, (int)nl, name,
-                     (unsigned long long)v->remaining, (unsigned long long)t_s);
+    int n =
+        snprintf(out, cap, "RateLimit-Policy: %.*s;q=%u;w=%u\r\nRateLimit: %.*s;r=%llu;t=%llu\r\n",
+                 (int)nl, name, rl->rate, rl->period_s, (int)nl, name,
+                 (unsigned long long)v->remaining, (unsigned long long)t_s);
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
@@ -313,7 +314,8 @@ void limit_foreach_route(void (*fn)(const char *route, uint64_t limited, uint64_
 {
     size_t n = atomic_load_explicit(&route_order_len, memory_order_acquire);
     for (size_t i = 0; i < n; i++)
-        fn(route_order[i]->label, atomic_load_explicit(&route_order[i]->limited, memory_order_relaxed),
+        fn(route_order[i]->label,
+           atomic_load_explicit(&route_order[i]->limited, memory_order_relaxed),
            atomic_load_explicit(&route_order[i]->delayed, memory_order_relaxed), arg);
     uint64_t ol = atomic_load_explicit(&other_route.limited, memory_order_relaxed);
     uint64_t od = atomic_load_explicit(&other_route.delayed, memory_order_relaxed);

@@ -297,6 +297,8 @@ void request_start(struct session *s, struct request *r, const struct http_reque
         respond_local(r, 404, CAUSE_DESTINATION_NOT_FOUND);
         return;
     }
+    if (request_rate_limit(r, hr))
+        return;
     uint64_t max_body = r->route->max_body_bytes;
     if (max_body && hr->framing == HTTP_FRAMING_LENGTH && hr->content_length > max_body) {
         r->req_body.done = true;
@@ -325,5 +327,8 @@ void request_start(struct session *s, struct request *r, const struct http_reque
         r->continue_pending = true;
     if (s->w->draining)
         s->closing = true;
-    attempt_start(r);
+    if (r->rate_delay_ms)
+        request_delay(r); /* rate_limit nodelay false: attempt_start when its turn comes */
+    else
+        attempt_start(r);
 }
