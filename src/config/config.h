@@ -111,6 +111,31 @@ struct config_upstream {
     int line, column;            /* where it was defined, for messages */
 };
 
+/* rate_limit (top level: the default for routes without one; per route):
+ * GCRA over a table shared by all workers (src/limit, README "Rate
+ * limiting"). */
+enum rate_limit_key { RATE_KEY_CLIENT_IP = 0, RATE_KEY_HEADER, RATE_KEY_ROUTE };
+
+struct config_rate_limit {
+    bool enabled;            /* false: not configured (or "off" on a route) */
+    uint32_t rate;           /* requests per period ("100/s": 100) */
+    uint32_t period_s;       /* 1 ("/s") or 60 ("/m") */
+    uint64_t interval_ns;    /* period / rate: GCRA's emission interval */
+    uint32_t burst;          /* requests beyond the rate accepted at once, default 0 */
+    enum rate_limit_key key; /* default client_ip */
+    char *key_header;        /* RATE_KEY_HEADER: the header's name */
+    bool nodelay;            /* false (default, as nginx): the burst is delayed to the rate */
+    bool headers;            /* RateLimit-Policy and RateLimit on responses, default false */
+    char *store;             /* NULL or "local": this process; "redis://host:port" kept for
+                                the shared store (not used yet) */
+    char *name;              /* "default" or the route's label: the policy's name in keys,
+                                headers and messages */
+    int line, column;
+};
+
+/* Default rate_limit_table_size: keys tracked at once, all policies. */
+#define CONFIG_RATE_TABLE_DEFAULT 1000000
+
 struct config_route {
     char *host;         /* NULL: any host; "*.example.com" when host_wildcard */
     bool host_wildcard; /* host is "*.suffix": matches any name ending in ".suffix" */
@@ -126,6 +151,10 @@ struct config_route {
     struct cidr_list allow, deny;
     uint32_t conn_limit_requests; /* conn_limit.requests per client on this route; 0: none */
     uint32_t limit_scope;         /* limit_scope(label): the route's key in the limit table */
+    /* The route's rate limit: its own, the top-level default, or NULL
+     * (none, or "rate_limit: off"). Points into this config. */
+    const struct config_rate_limit *rate_limit;
+    struct config_rate_limit own_rate_limit;
 };
 
 /* programs.<name>: a backend process bulwark starts and restarts (README,
@@ -233,6 +262,10 @@ struct config {
         uint32_t requests;    /* requests in progress per client address; 0: no limit */
         uint32_t max_keys;    /* clients the table holds at most (1 million) */
     } conn_limit;
+    /* rate_limit: the default for routes without their own (enabled false:
+     * none); rate_limit_table_size bounds the keys tracked at once. */
+    struct config_rate_limit rate_limit;
+    uint32_t rate_limit_table_size;
 
     /* probe_at_start: at start and after each reload, connect once to every
      * upstream server and log a warning per unreachable one. Default true. */

@@ -131,6 +131,12 @@ void cfg_get_cidr_list(struct cfg_ctx *ctx, const yaml_node_t *n, const char *wh
  * (a route: route_no > 0). */
 void cfg_load_conn_limit(struct cfg_ctx *ctx, const yaml_node_t *n, size_t route_no,
                          struct config_conn_limit *out);
+/* A rate_limit map (src/config/rate_limit.c) into rl; name is the policy's
+ * name ("default" or a route's label, copied). On a route, "off" leaves
+ * rl->enabled false and sets *off. */
+void cfg_load_rate_limit(struct cfg_ctx *ctx, struct config_rate_limit *rl, const char *name,
+                         const yaml_node_t *n, bool *off);
+void cfg_free_rate_limit(struct config_rate_limit *rl);
 
 /* Frees everything a (possibly half-built) config owns, and the config. */
 void cfg_free(struct config *cfg);

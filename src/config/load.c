@@ -36,6 +36,8 @@ enum top_key {
     TOP_ALLOW,
     TOP_DENY,
     TOP_CONN_LIMIT,
+    TOP_RATE_LIMIT,
+    TOP_RATE_LIMIT_TABLE_SIZE,
     NUM_TOP_KEYS
 };
 
@@ -59,6 +61,8 @@ static const char *const top_keys[NUM_TOP_KEYS] = {
     [TOP_ALLOW] = "allow",
     [TOP_DENY] = "deny",
     [TOP_CONN_LIMIT] = "conn_limit",
+    [TOP_RATE_LIMIT] = "rate_limit",
+    [TOP_RATE_LIMIT_TABLE_SIZE] = "rate_limit_table_size",
 };
 /* clang-format on */
 
@@ -84,6 +88,7 @@ static void set_defaults(struct config *cfg)
     cfg->error_ring_size = 100;
     cfg->probe_at_start = true;
     cfg->conn_limit.max_keys = LIMIT_DEFAULT_MAX_KEYS;
+    cfg->rate_limit_table_size = CONFIG_RATE_TABLE_DEFAULT;
 }
 
 /* A listen entry: "host:port", or {address: "host:port", proxy_protocol: true}. */
@@ -464,6 +469,16 @@ static void load_top(struct cfg_ctx *ctx, const yaml_node_t *root)
     int max_connections = 0;
     if (cfg_get_int(ctx, v[TOP_MAX_CONNECTIONS], "max_connections", 0, 10000000, &max_connections))
         cfg->max_connections = (uint32_t)max_connections;
+    /* The default rate limit before routes: they point to it. */
+    if (v[TOP_RATE_LIMIT])
+        cfg_load_rate_limit(ctx, &cfg->rate_limit, "default", v[TOP_RATE_LIMIT], NULL);
+    /* 16 bytes a key: the default million is 16 MiB; 100 million (1.6 GiB)
+     * is more than one machine should hold for this. */
+    int table_size = 0;
+    if (v[TOP_RATE_LIMIT_TABLE_SIZE] &&
+        cfg_get_int(ctx, v[TOP_RATE_LIMIT_TABLE_SIZE], "rate_limit_table_size", 1024, 100000000,
+                    &table_size))
+        cfg->rate_limit_table_size = (uint32_t)table_size;
     /* upstreams before routes: routes point into them. */
     if (v[TOP_UPSTREAMS])
         cfg_load_upstreams(ctx, v[TOP_UPSTREAMS]);
@@ -702,7 +717,9 @@ void cfg_free(struct config *cfg)
         free(cfg->routes[i].label);
         cidr_list_free(&cfg->routes[i].allow);
         cidr_list_free(&cfg->routes[i].deny);
+        cfg_free_rate_limit(&cfg->routes[i].own_rate_limit);
     }
+    cfg_free_rate_limit(&cfg->rate_limit);
     free(cfg->routes);
     cfg_free_programs(cfg);
     free(cfg->listen);

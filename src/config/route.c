@@ -167,15 +167,29 @@ static void route_label(struct cfg_ctx *ctx, struct config_route *r)
     r->label = cfg_calloc(ctx, n, 1);
     if (r->label)
         snprintf(r->label, n, "%s%s", host, path);
+    if (r->label && r->own_rate_limit.enabled)
+        r->own_rate_limit.name = cfg_strdup(ctx, r->label);
+}
+
+/* The route's own rate_limit, "off", or the top-level default. The
+ * policy is named after the route once its label is known (route_label). */
+static void load_route_rate_limit(struct cfg_ctx *ctx, struct config_route *r, const yaml_node_t *n)
+{
+    bool off = false;
+    r->rate_limit = ctx->cfg->rate_limit.enabled ? &ctx->cfg->rate_limit : NULL;
+    if (!n)
+        return;
+    cfg_load_rate_limit(ctx, &r->own_rate_limit, NULL, n, &off);
+    r->rate_limit = off ? NULL : r->own_rate_limit.enabled ? &r->own_rate_limit : r->rate_limit;
 }
 
 static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
                        const yaml_node_t *n)
 {
-    static const char *const keys[] = {"match", "upstream", "max_body_size",
-                                       "allow", "deny",     "conn_limit"};
+    static const char *const keys[] = {"match", "upstream",   "max_body_size", "allow",
+                                       "deny",  "conn_limit", "rate_limit"};
     struct config *cfg = ctx->cfg;
-    yaml_node_t *v[6];
+    yaml_node_t *v[7];
     char where[32];
     const char *s;
 
@@ -183,7 +197,7 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
     r->column = (int)n->start_mark.column + 1;
     r->max_body_bytes = cfg->max_body_bytes;
     snprintf(where, sizeof(where), "route %zu", route_no);
-    if (!cfg_fields(ctx, n, where, keys, 6, v))
+    if (!cfg_fields(ctx, n, where, keys, 7, v))
         return;
     if (v[0])
         load_match(ctx, r, route_no, v[0]);
@@ -205,6 +219,7 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
         cfg_load_conn_limit(ctx, v[5], route_no, &cl);
         r->conn_limit_requests = cl.requests;
     }
+    load_route_rate_limit(ctx, r, v[6]);
 }
 
 void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n)

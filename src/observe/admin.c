@@ -320,6 +320,7 @@ void observe_status_json(struct obuf *b)
     obuf_puts(b, "}");
     status_programs(b);
     status_limits(b);
+    observe_limits_status(b);
     observe_pool_counts(&reused, &fresh);
     obuf_printf(b,
                 ",\n\"totals\":{\"requests\":%llu,\"gateway_errors\":%llu,"

@@ -158,6 +158,10 @@ uint64_t observe_ring_total(void);
 /* ---- admin pages (admin.c) ---- */
 
 void observe_status_json(struct obuf *b);
+/* The limits' counters (src/observe/limits.c): Prometheus lines, and the
+ * "rate_limit" and "top_clients" members of /status (with a leading comma). */
+void observe_limits_metrics(struct obuf *b);
+void observe_limits_status(struct obuf *b);
 void observe_status_table(struct obuf *b);
 
 /* Wall-clock milliseconds since the epoch. */

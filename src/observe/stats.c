@@ -538,6 +538,7 @@ void observe_metrics_write(struct obuf *b)
     write_queue(b);
     write_protection(b);
     write_limits(b);
+    observe_limits_metrics(b);
     write_server_up(b);
 
     obuf_puts(b, "# HELP bulwark_upstream_header_seconds Time from the start of an attempt to "

@@ -310,7 +310,8 @@ void attempt_start(struct request *r)
                           "down%s%s, answered 503 without a connect attempt; "
                           "cause=destination_unavailable client=%s rid=%s",
                           r->group->cfg->name, r->group->num_servers,
-                          r->program_evidence[0] ? "; " : "", r->program_evidence, r->client_ip, r->rid);
+                          r->program_evidence[0] ? "; " : "", r->program_evidence, r->client_ip,
+                          r->rid);
                 request_fail(r, CAUSE_DESTINATION_UNAVAILABLE, 0);
             } else
                 request_fail(r, a->last_cause, a->last_err);

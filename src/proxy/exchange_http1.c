@@ -142,6 +142,8 @@ void http1_build_response_head(struct wbuf *w, const struct http_response *resp,
     } else if (o->chunked_out) {
         wbuf_put(w, "Transfer-Encoding: chunked\r\n", 28);
     }
+    if (o->extra)
+        wbuf_put(w, o->extra, o->extra_len);
     if (o->close)
         wbuf_put(w, "Connection: close\r\n", 19);
     else if (o->keep_alive_10)

@@ -209,6 +209,8 @@ static bool handle_head(struct request *r, const struct http_response *resp, siz
     struct relay_opts o = {
         .via = session_cfg(s)->via,
         .rid = r->rid,
+        .extra = r->limit_headers_len ? r->limit_headers : NULL,
+        .extra_len = r->limit_headers_len,
     };
     if (resp->status < 200 && resp->status != 101) {
         /* 1xx interim: forwarded to HTTP/1.1 clients, except 100 Continue,
@@ -496,6 +498,7 @@ static bool request_complete(const struct request *r)
         return r->at.t.eof && buf_len(&r->up_in) == 0;
     case REQ_FORWARD:
     case REQ_QUEUED:
+    case REQ_DELAYED:
         return false;
     }
     return false;
@@ -504,6 +507,14 @@ static bool request_complete(const struct request *r)
 void request_drive(struct request *r)
 {
     struct session *s = r->s;
+    if (r->state == REQ_DELAYED) {
+        /* Held by the rate limit: nothing to send or read yet. A client
+         * that closes meanwhile gave up: the request ends here and never
+         * reaches the upstream. */
+        if (s->t.rdhup)
+            request_client_gone(r, 499);
+        return;
+    }
     for (;;) {
         bool progress = false;
         if (r->at.uc) {

@@ -156,6 +156,8 @@ struct relay_opts {
     bool chunked_out;   /* re-encode the body as chunked */
     bool close;         /* Connection: close */
     bool keep_alive_10; /* an HTTP/1.0 client kept alive: Connection: keep-alive */
+    const char *extra;  /* whole header lines added to a final response (RateLimit), or NULL */
+    size_t extra_len;
 };
 
 /* Pure builders, unit-tested at their exact-fit boundaries: the whole head
@@ -247,6 +249,7 @@ enum request_state {
     REQ_RELAY,   /* the response head went to the client; relaying the body */
     REQ_TUNNEL,  /* 101 Switching Protocols: bytes both ways until one side closes */
     REQ_LOCAL,   /* our own response (an error or a refusal) is being sent */
+    REQ_DELAYED, /* rate_limit with nodelay false: held to the rate before its first attempt */
 };
 
 /* How a request ends (request_end). */
@@ -331,6 +334,12 @@ struct request {
     /* Proxy-Status details of a refusal by our own rules (always shown:
      * they name the client's address and the rule, nothing internal). */
     char deny_details[160];
+
+    /* rate_limit (ratelimited.c) */
+    uint32_t rate_delay_ms;     /* hold the request this long before its first attempt */
+    uint16_t limit_headers_len; /* RateLimit-Policy and RateLimit lines, on every response */
+    char limit_headers[224];
+    char limit_details[160]; /* Proxy-Status details of a refusal (expose_details) */
 };
 
 /* The response head (ours or the upstream's) is on its way to the client:
@@ -427,6 +436,15 @@ void attempt_release(struct request *r, bool reusable);
 /* One error-log line for a failed attempt (and end it). */
 void attempt_log_failure(struct request *r, const char *what, enum cause cause, int err,
                          const char *detail);
+
+/* ratelimited.c */
+/* The route's rate limit for r (after the route matched and access checks,
+ * before any upstream work). True when r was refused (429, answered) and
+ * request_start must stop; else r goes on, r->rate_delay_ms set when it
+ * must wait first. */
+bool request_rate_limit(struct request *r, const struct http_request *hr);
+/* Hold r (REQ_DELAYED) for r->rate_delay_ms, then attempt_start. */
+void request_delay(struct request *r);
 
 /* forward.c */
 void request_drive(struct request *r);

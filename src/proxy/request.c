@@ -426,6 +426,8 @@ void request_start(struct session *s, struct request *r, const struct http_reque
     }
     if (request_over_conn_limit(r))
         return;
+    if (request_rate_limit(r, hr))
+        return;
     uint64_t max_body = r->route->max_body_bytes;
     if (max_body && hr->framing == HTTP_FRAMING_LENGTH && hr->content_length > max_body) {
         r->req_body.done = true;
@@ -454,5 +456,8 @@ void request_start(struct session *s, struct request *r, const struct http_reque
         r->continue_pending = true;
     if (s->w->draining)
         s->closing = true;
-    attempt_start(r);
+    if (r->rate_delay_ms)
+        request_delay(r); /* rate_limit nodelay false: attempt_start when its turn comes */
+    else
+        attempt_start(r);
 }

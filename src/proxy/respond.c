@@ -45,14 +45,17 @@ void respond_local(struct request *r, int status, enum cause cause)
     const char *next_hop = NULL;
     if (srv)
         next_hop = exposed ? srv->cfg->addr.text : r->group->cfg->name;
+    const char *shown = exposed ? details : NULL;
+    /* A refusal of ours (a limit) names its own reason, with the same rule. */
+    if (!srv && r->limit_details[0] && observe_expose_details())
+        shown = r->limit_details;
+    if (r->deny_details[0])
+        shown = r->deny_details; /* our own access rule: the client may know which */
     const char *ctype;
     size_t blen = observe_error_page(page, sizeof(page), status, cause, r->rid, r->accept,
-                                     r->accept_len, exposed ? details : NULL, &ctype);
+                                     r->accept_len, shown, &ctype);
     char ps[1536];
-    const char *ps_details = exposed ? details : NULL;
-    if (r->deny_details[0])
-        ps_details = r->deny_details; /* our own rule: the client may know which */
-    size_t pl = observe_proxy_status(ps, sizeof(ps), cause, next_hop, ps_details);
+    size_t pl = observe_proxy_status(ps, sizeof(ps), cause, next_hop, shown);
     assert(pl > 0); /* a group name and 512 bytes of details always fit 1.5 KiB */
 
     struct wbuf w = buf_writer(&r->cl_out.gen);
@@ -73,12 +76,15 @@ void respond_local(struct request *r, int status, enum cause cause)
         wbuf_puts(&w, "\r\nRetry-After: ");
         wbuf_u64(&w, after_ms < 1000 ? 1 : (after_ms + 999) / 1000);
     } else if (r->retry_after_s) {
+        /* RFC 6585 4: when the client's limit allows its next request. */
         wbuf_puts(&w, "\r\nRetry-After: ");
         wbuf_u64(&w, r->retry_after_s);
     }
     wbuf_puts(&w, "\r\nX-Request-Id: ");
     wbuf_puts(&w, r->rid);
     wbuf_put(&w, "\r\n", 2);
+    if (r->limit_headers_len)
+        wbuf_put(&w, r->limit_headers, r->limit_headers_len);
     if (s->closing || !r->client_keep_alive)
         wbuf_puts(&w, "Connection: close\r\n");
     else if (r->minor_version == 0)
