@@ -53,6 +53,7 @@ void session_close(struct session *s)
     }
     s->closed = true;
     struct worker *w = s->w;
+    defence_wait_end(s);
     loop_timer_cancel(w->loop, &s->timer);
     buf_release(&s->in);
     close(s->io.fd);
@@ -193,8 +194,10 @@ void session_request_done(struct session *s, enum session_next next)
         break;
     }
     s->phase = PHASE_IDLE;
-    if (buf_len(&s->in) == 0)
+    if (buf_len(&s->in) == 0) {
         buf_release(&s->in); /* idle connections hold no buffer */
+        defence_idle_wait(s);
+    }
     loop_timer_set(session_loop(s), &s->timer, session_cfg(s)->keepalive_timeout_ms);
 }
 
@@ -250,13 +253,28 @@ static void client_timeout(struct timer *t)
         session_close(s);
         return;
     }
+    uint64_t now = loop_now_ms(session_loop(s));
+    bool too_slow = defence_body_too_slow(r, now);
+    if (too_slow)
+        defence_body_cut(r, now);
     if (!request_head_sent(r) && !r->req_body.done) {
-        request_refuse(r, 408, CAUSE_CLIENT_TIMEOUT, "request body timeout");
+        request_refuse(r, 408, too_slow ? CAUSE_CLIENT_SLOW_BODY : CAUSE_CLIENT_TIMEOUT,
+                       too_slow ? "request body below client.min_body_rate"
+                                : "request body timeout");
         session_drive(s);
         return;
     }
     /* the client stopped reading our response */
     request_client_gone(r, 499);
+}
+
+/* Nothing more to read now and no whole head: a new connection, or one
+ * with part of a head, waits in the header list (max_header_connections);
+ * an idle keep-alive connection stays in the idle list. */
+static void session_wait_head(struct session *s)
+{
+    if (s->wait == WAIT_NONE && !s->t.eof && (s->requests == 0 || buf_len(&s->in)))
+        defence_header_wait(s);
 }
 
 /* Read and parse the next request head. Returns true if a request started
@@ -283,6 +301,7 @@ static bool session_read_header(struct session *s)
                 herr = HTTP_ERR_HEADERS_TOO_LARGE;
             }
             if (hl != HTTP_INCOMPLETE) {
+                defence_wait_end(s);
                 struct request *r = session_new_request(s);
                 if (!r)
                     return true;
@@ -308,8 +327,10 @@ static bool session_read_header(struct session *s)
                     loop_timer_set(session_loop(s), &s->timer, cfg->client_header_timeout_ms);
             }
         }
-        if (!s->t.readable || s->t.eof)
+        if (!s->t.readable || s->t.eof) {
+            session_wait_head(s);
             return false;
+        }
         if (buf_acquire(&s->in) < 0) {
             log_error("out of memory reading a request from %s; closing the connection", s->ip);
             session_close(s);
@@ -318,13 +339,17 @@ static bool session_read_header(struct session *s)
         if (buf_room(&s->in) == 0)
             buf_compact(&s->in);
         ssize_t n = transport_read(&s->t, buf_tail(&s->in), buf_room(&s->in));
-        if (n == -EAGAIN)
+        if (n == -EAGAIN) {
+            session_wait_head(s);
             return false;
+        }
         if (n <= 0) {
             session_close(s);
             return true;
         }
         s->in.end += (uint32_t)n;
+        if (s->wait == WAIT_IDLE)
+            defence_wait_end(s); /* no longer idle: its next request is coming */
     }
 }
 
