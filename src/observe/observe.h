@@ -174,7 +174,12 @@ uint64_t observe_client_defence_total(enum observe_defence d);
 /* The config key that names d ("min_body_rate", ...). */
 const char *observe_defence_name(enum observe_defence d);
 
-enum observe_gauge { GAUGE_CLIENT_CONNECTIONS = 0, GAUGE_UPSTREAM_CONNECTIONS, GAUGE__COUNT };
+enum observe_gauge {
+    GAUGE_CLIENT_CONNECTIONS = 0,
+    GAUGE_UPSTREAM_CONNECTIONS,
+    GAUGE_CLIENT_HEADER_CONNECTIONS, /* waiting for (more of) a request head */
+    GAUGE__COUNT
+};
 void observe_gauge_add(enum observe_gauge g, int delta);
 /* The group queue (max_conns): a request waited, was refused because
  * max_pending wait already, or gave up after queue_timeout. st is any

@@ -218,6 +218,12 @@ static void write_client_defences(struct obuf *b)
     for (int d = 0; d < DEFENCE__COUNT; d++)
         obuf_printf(b, "bulwark_client_defence_total{defence=\"%s\"} %llu\n", defence_names[d],
                     (unsigned long long)observe_client_defence_total((enum observe_defence)d));
+    obuf_printf(b,
+                "# HELP bulwark_client_header_connections Client connections waiting for (more "
+                "of) a request header: what max_header_connections caps.\n"
+                "# TYPE bulwark_client_header_connections gauge\n"
+                "bulwark_client_header_connections %lld\n",
+                (long long)observe_gauge_get(GAUGE_CLIENT_HEADER_CONNECTIONS));
 }
 
 /* ---- gauges and pool ---- */

@@ -143,6 +143,7 @@ void defence_wait_end(struct session *s)
     case WAIT_HEADER:
         list_remove(&s->w->header_waits, s);
         atomic_fetch_sub_explicit(&header_conns, 1, memory_order_relaxed);
+        observe_gauge_add(GAUGE_CLIENT_HEADER_CONNECTIONS, -1);
         break;
     case WAIT_IDLE:
         list_remove(&s->w->idle_waits, s);
@@ -160,6 +161,7 @@ void defence_header_wait(struct session *s)
     s->wait = WAIT_HEADER;
     list_append(&w->header_waits, s);
     uint32_t n = atomic_fetch_add_explicit(&header_conns, 1, memory_order_relaxed) + 1;
+    observe_gauge_add(GAUGE_CLIENT_HEADER_CONNECTIONS, 1);
     uint32_t cap = atomic_load_explicit(&header_cap, memory_order_relaxed);
     if (!cap || n <= cap)
         return;
