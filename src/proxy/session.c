@@ -226,6 +226,7 @@ static struct request *session_new_request(struct session *s)
     }
     s->req = r;
     s->phase = PHASE_REQUEST;
+    defence_wait_end(s); /* its head is over, whole or refused */
     request_new_id(r, s->w);
     return r;
 }
@@ -301,7 +302,6 @@ static bool session_read_header(struct session *s)
                 herr = HTTP_ERR_HEADERS_TOO_LARGE;
             }
             if (hl != HTTP_INCOMPLETE) {
-                defence_wait_end(s);
                 struct request *r = session_new_request(s);
                 if (!r)
                     return true;

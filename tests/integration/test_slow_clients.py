@@ -17,7 +17,8 @@ import urllib.request
 import pytest
 
 from conftest import simple_config
-from origins import client, free_port, is_closed, read_response, wait_for, wait_port
+from origins import (client, free_port, is_closed, read_request, read_response, wait_for,
+                     wait_port)
 
 
 def metrics_text(aport):
@@ -119,6 +120,40 @@ def test_body_below_min_body_rate_gets_408_when_its_credit_runs_out(bulwark, ori
                    r"defence=min_body_rate closed=1")
     print(m.group(0))
     assert re.search(r'"POST /sink HTTP/1\.1" 408 ', "\n".join(b.access_lines()))
+
+
+def answer_before_the_body(c, origin):
+    """Answer the head at once with the start of a chunked body, then read (and drop) the
+    request body until the proxy closes."""
+    read_request(c)
+    c.sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    c.sock.settimeout(30)
+    while c.sock.recv(65536):
+        pass
+
+
+def test_slow_body_after_the_response_started_is_cut(bulwark, origin):
+    o = origin(handler=answer_before_the_body)
+    b, aport = start(bulwark, [o.addr], RATE)
+    c = client(b.port, timeout=30)
+    t0 = time.monotonic()
+    c.sock.sendall(post_head(200 * 30))
+    stop = threading.Event()
+    t = threading.Thread(target=send_at_rate, args=(c.sock, 200, 30, stop), daemon=True)
+    t.start()
+    try:
+        head = c.read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert c.read_until(b"hello\r\n").endswith(b"5\r\nhello\r\n")
+        # 20% of the rate: the grace of 1 s lasts 1.25 s; then the response is cut short
+        assert is_closed(c, timeout=15), f"not cut: {c.buf!r}"
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join()
+    assert 0.9 <= elapsed <= 5.0, f"cut after {elapsed:.2f}s; the rate says about 1.3s"
+    assert defence(aport, "min_body_rate") == 1
+    b.wait_log(r"defence=min_body_rate closed=1")
 
 
 def test_min_body_rate_off_lets_a_slow_body_through(bulwark, origin):
