@@ -51,6 +51,9 @@ struct config_error_page {
 
 enum log_format { LOG_FORMAT_COMBINED = 0, LOG_FORMAT_JSON };
 
+/* A count whose default is derived at run time (client.max_header_connections). */
+#define CONFIG_AUTO (-1)
+
 /* Statuses fail_status may name: error responses only. */
 #define CONFIG_STATUS_MIN 400
 #define CONFIG_STATUS_MAX 599
@@ -230,6 +233,19 @@ struct config {
     size_t max_request_line;           /* default 8192 (414) */
     size_t max_header_bytes;           /* default 16384 (431) */
     uint64_t max_body_bytes;           /* default for routes, 0 = unlimited; default 1 GiB */
+
+    /* Slow-client defences beyond header_timeout (README, "Slow clients"). */
+    uint32_t min_body_rate_bytes;  /* client.min_body_rate.bytes: a request body must average
+                                      this much per min_body_rate_per_ms once that long has
+                                      passed; default 1024; 0: off */
+    uint32_t min_body_rate_per_ms; /* client.min_body_rate.per, default 10s */
+    int max_header_connections;    /* connections still sending their request header, all
+                                      workers: over it the oldest is closed.
+                                      CONFIG_AUTO (default): half the connection capacity;
+                                      0: no cap */
+    int reclaim_idle_pct;          /* client.reclaim_idle_at: from this share of the
+                                      connection capacity open, each new connection closes
+                                      the oldest idle keep-alive one; default 90; 0: never */
 
     /* forwarding */
     bool x_forwarded_for;   /* default true */

@@ -80,6 +80,10 @@ static void set_defaults(struct config *cfg)
     cfg->max_request_line = 8192;
     cfg->max_header_bytes = 16384;
     cfg->max_body_bytes = 1ull << 30;
+    cfg->min_body_rate_bytes = 1024;
+    cfg->min_body_rate_per_ms = 10 * 1000;
+    cfg->max_header_connections = CONFIG_AUTO;
+    cfg->reclaim_idle_pct = 90;
     cfg->x_forwarded_for = true;
     cfg->x_forwarded_proto = true;
     cfg->x_forwarded_host = true;
@@ -177,6 +181,9 @@ enum client_key {
     CLIENT_MAX_REQUEST_LINE,
     CLIENT_MAX_HEADER_SIZE,
     CLIENT_MAX_BODY_SIZE,
+    CLIENT_MIN_BODY_RATE,
+    CLIENT_MAX_HEADER_CONNECTIONS,
+    CLIENT_RECLAIM_IDLE_AT,
     NUM_CLIENT_KEYS
 };
 
@@ -189,8 +196,69 @@ static const char *const client_keys[NUM_CLIENT_KEYS] = {
     [CLIENT_MAX_REQUEST_LINE] = "max_request_line",
     [CLIENT_MAX_HEADER_SIZE] = "max_header_size",
     [CLIENT_MAX_BODY_SIZE] = "max_body_size",
+    [CLIENT_MIN_BODY_RATE] = "min_body_rate",
+    [CLIENT_MAX_HEADER_CONNECTIONS] = "max_header_connections",
+    [CLIENT_RECLAIM_IDLE_AT] = "reclaim_idle_at",
 };
 /* clang-format on */
+
+/* client.min_body_rate: {bytes: 1k, per: 10s}. A slow-body attack sends a
+ * large Content-Length and then a few bytes now and then, each gap under
+ * body_timeout: only a rate over the whole body catches it. */
+static void load_min_body_rate(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"bytes", "per"};
+    struct config *cfg = ctx->cfg;
+    yaml_node_t *v[2];
+    uint64_t bytes = cfg->min_body_rate_bytes;
+
+    if (!n)
+        return;
+    if (n->type != YAML_MAPPING_NODE) {
+        cfg_error(ctx, n, "min_body_rate: expected a mapping such as {bytes: 1k, per: 10s}, got %s",
+                  cfg_describe(n).s);
+        return;
+    }
+    if (!cfg_fields(ctx, n, "min_body_rate", keys, 2, v))
+        return;
+    if (cfg_get_size(ctx, v[0], "bytes", 0, 1u << 30, &bytes))
+        cfg->min_body_rate_bytes = (uint32_t)bytes;
+    cfg_get_timeout(ctx, v[1], "per", &cfg->min_body_rate_per_ms);
+}
+
+/* client.max_header_connections: a number, or "auto" (the default). */
+static void load_max_header_connections(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    if (n && n->type == YAML_SCALAR_NODE && strcmp((const char *)n->data.scalar.value, "auto") == 0)
+        return;
+    cfg_get_int(ctx, n, "max_header_connections", 0, 10000000, &ctx->cfg->max_header_connections);
+}
+
+/* client.reclaim_idle_at: "90%", a whole percentage from 0% (never) to 100%. */
+static void load_reclaim_idle_at(struct cfg_ctx *ctx, const yaml_node_t *n)
+{
+    if (!n)
+        return;
+    const char *s = cfg_scalar(ctx, n, "reclaim_idle_at", "a percentage (e.g. 90%)");
+    if (!s)
+        return;
+    size_t len = strlen(s);
+    char num[16];
+    long long v;
+    if (len < 2 || len > sizeof(num) || s[len - 1] != '%') {
+        cfg_error(ctx, n, "bad reclaim_idle_at %s: expected a percentage such as 90%%",
+                  cfg_quote(s).s);
+        return;
+    }
+    memcpy(num, s, len - 1);
+    num[len - 1] = '\0';
+    if (cfg_parse_int(num, &v) != CFG_PARSE_OK || v < 0 || v > 100) {
+        cfg_error(ctx, n, "bad reclaim_idle_at %s: expected a whole percentage from 0%% to 100%%",
+                  cfg_quote(s).s);
+        return;
+    }
+    ctx->cfg->reclaim_idle_pct = (int)v;
+}
 
 static void load_client(struct cfg_ctx *ctx, const yaml_node_t *n)
 {
@@ -214,6 +282,9 @@ static void load_client(struct cfg_ctx *ctx, const yaml_node_t *n)
         cfg->max_header_bytes = (size_t)header;
     cfg_get_size(ctx, v[CLIENT_MAX_BODY_SIZE], "max_body_size", 0, UINT64_MAX,
                  &cfg->max_body_bytes);
+    load_min_body_rate(ctx, v[CLIENT_MIN_BODY_RATE]);
+    load_max_header_connections(ctx, v[CLIENT_MAX_HEADER_CONNECTIONS]);
+    load_reclaim_idle_at(ctx, v[CLIENT_RECLAIM_IDLE_AT]);
 }
 
 static void load_forwarded(struct cfg_ctx *ctx, const yaml_node_t *n)

@@ -84,6 +84,11 @@ static const struct cause_info causes[CAUSE__COUNT] = {
     [CAUSE_CLIENT_TIMEOUT] = {408, "http_request_error",
                               "The client did not send its request in time.",
                               "Nothing to do unless many clients are slow (a slowloris attack?)."},
+    [CAUSE_CLIENT_SLOW_BODY] =
+        {408, "http_request_error",
+         "The client sent its request body more slowly than client.min_body_rate allows.",
+         "Nothing to do unless real uploads are cut (very slow links): then lower "
+         "client.min_body_rate."},
 };
 
 const struct cause_info *cause_get(enum cause c)

@@ -35,6 +35,7 @@ enum cause {
     CAUSE_HTTP_REQUEST_ERROR, /* malformed request: 400/414/431/501/505 */
     CAUSE_REQUEST_TOO_LARGE,  /* body over max_body_size: 413 */
     CAUSE_CLIENT_TIMEOUT,     /* request header or body too slow: 408 */
+    CAUSE_CLIENT_SLOW_BODY,   /* request body below client.min_body_rate: 408 */
     CAUSE__COUNT
 };
 
@@ -160,7 +161,27 @@ void observe_retry_refused(struct server_stats *st);
  * open: counts bulwark_client_connections_refused_total. */
 void observe_client_refused(void);
 
-enum observe_gauge { GAUGE_CLIENT_CONNECTIONS = 0, GAUGE_UPSTREAM_CONNECTIONS, GAUGE__COUNT };
+/* The slow-client defences (README, "Slow clients"), each named in metrics
+ * by its config key. */
+enum observe_defence {
+    DEFENCE_MIN_BODY_RATE = 0,      /* a request body below client.min_body_rate: 408 or cut */
+    DEFENCE_MAX_HEADER_CONNECTIONS, /* the oldest connection still sending its header closed */
+    DEFENCE_RECLAIM_IDLE,           /* an idle keep-alive connection closed under pressure */
+    DEFENCE__COUNT
+};
+/* A defence closed a client connection (or refused its request): counts
+ * bulwark_client_defence_total{defence}. One relaxed atomic add. */
+void observe_client_defence(enum observe_defence d);
+uint64_t observe_client_defence_total(enum observe_defence d);
+/* The config key that names d ("min_body_rate", ...). */
+const char *observe_defence_name(enum observe_defence d);
+
+enum observe_gauge {
+    GAUGE_CLIENT_CONNECTIONS = 0,
+    GAUGE_UPSTREAM_CONNECTIONS,
+    GAUGE_CLIENT_HEADER_CONNECTIONS, /* waiting for (more of) a request head */
+    GAUGE__COUNT
+};
 void observe_gauge_add(enum observe_gauge g, int delta);
 /* The group queue (max_conns): a request waited, was refused because
  * max_pending wait already, or gave up after queue_timeout. st is any

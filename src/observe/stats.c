@@ -186,6 +186,47 @@ uint64_t observe_client_refused_total(void)
     return atomic_load_explicit(&client_refused, RELAXED);
 }
 
+/* ---- slow-client defences ---- */
+
+static _Atomic uint64_t defence_closed[DEFENCE__COUNT];
+static const char *const defence_names[DEFENCE__COUNT] = {
+    [DEFENCE_MIN_BODY_RATE] = "min_body_rate",
+    [DEFENCE_MAX_HEADER_CONNECTIONS] = "max_header_connections",
+    [DEFENCE_RECLAIM_IDLE] = "reclaim_idle_at",
+};
+
+void observe_client_defence(enum observe_defence d)
+{
+    if ((unsigned)d < DEFENCE__COUNT)
+        atomic_fetch_add_explicit(&defence_closed[d], 1, RELAXED);
+}
+
+uint64_t observe_client_defence_total(enum observe_defence d)
+{
+    return (unsigned)d < DEFENCE__COUNT ? atomic_load_explicit(&defence_closed[d], RELAXED) : 0;
+}
+
+const char *observe_defence_name(enum observe_defence d)
+{
+    return (unsigned)d < DEFENCE__COUNT ? defence_names[d] : "?";
+}
+
+static void write_client_defences(struct obuf *b)
+{
+    obuf_puts(b, "# HELP bulwark_client_defence_total Client connections closed (or requests "
+                 "refused) by a slow-client defence, named by its config key.\n"
+                 "# TYPE bulwark_client_defence_total counter\n");
+    for (int d = 0; d < DEFENCE__COUNT; d++)
+        obuf_printf(b, "bulwark_client_defence_total{defence=\"%s\"} %llu\n", defence_names[d],
+                    (unsigned long long)observe_client_defence_total((enum observe_defence)d));
+    obuf_printf(b,
+                "# HELP bulwark_client_header_connections Client connections waiting for (more "
+                "of) a request header: what max_header_connections caps.\n"
+                "# TYPE bulwark_client_header_connections gauge\n"
+                "bulwark_client_header_connections %lld\n",
+                (long long)observe_gauge_get(GAUGE_CLIENT_HEADER_CONNECTIONS));
+}
+
 /* ---- gauges and pool ---- */
 
 static _Atomic int64_t gauges[GAUGE__COUNT];
@@ -539,6 +580,7 @@ void observe_metrics_write(struct obuf *b)
     write_protection(b);
     write_limits(b);
     observe_limits_metrics(b);
+    write_client_defences(b);
     write_server_up(b);
 
     obuf_puts(b, "# HELP bulwark_upstream_header_seconds Time from the start of an attempt to "

@@ -117,6 +117,7 @@ static bool upstream_send(struct request *r)
                 return true;
             }
             r->continue_pending = false;
+            r->body_rate_start_ms = now_ms(r); /* the client sends its body from now */
             progress = true;
             continue;
         }
@@ -127,7 +128,7 @@ static bool upstream_send(struct request *r)
         if (!s->t.readable) {
             /* waiting for the client's next body bytes */
             if (r->state != REQ_TUNNEL && !timer_armed(&s->timer))
-                loop_timer_set(session_loop(s), &s->timer, session_cfg(s)->client_body_timeout_ms);
+                loop_timer_set(session_loop(s), &s->timer, defence_body_timer_ms(r, now_ms(r)));
             break;
         }
         if (buf_acquire(&s->in) < 0) {
@@ -137,7 +138,7 @@ static bool upstream_send(struct request *r)
         ssize_t n = transport_read(&s->t, buf_tail(&s->in), buf_room(&s->in));
         if (n == -EAGAIN) {
             if (r->state != REQ_TUNNEL)
-                loop_timer_set(session_loop(s), &s->timer, session_cfg(s)->client_body_timeout_ms);
+                loop_timer_set(session_loop(s), &s->timer, defence_body_timer_ms(r, now_ms(r)));
             break;
         }
         if (n <= 0) {
@@ -152,10 +153,11 @@ static bool upstream_send(struct request *r)
             return true;
         }
         s->in.end += (uint32_t)n;
+        r->body_rate_bytes += (uint64_t)n;
         if (r->state == REQ_TUNNEL)
             set_attempt_timer(r, session_cfg(s)->tunnel_timeout_ms);
         else
-            loop_timer_set(session_loop(s), &s->timer, session_cfg(s)->client_body_timeout_ms);
+            loop_timer_set(session_loop(s), &s->timer, defence_body_timer_ms(r, now_ms(r)));
     }
     return progress;
 }

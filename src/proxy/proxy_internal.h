@@ -28,6 +28,21 @@
 struct session;
 struct request;
 
+/* A worker's sessions waiting in one of the slow-client defences' lists
+ * (defence.c), oldest first. */
+struct session_list {
+    struct session *head, *tail;
+};
+
+/* One defence's log lines on one worker: at most one a second, with the
+ * count since the last (a flood must not become a flood of log lines). */
+struct defence_log {
+    uint64_t last_ms; /* loop time of the last line, 0: none yet */
+    uint64_t pending; /* events not logged yet */
+    uint64_t open;    /* connections open (or header-phase) at the last event */
+    char example[96]; /* the last event's evidence ("127.0.0.1: 32 bytes in 20000 ms") */
+};
+
 /* Longest X-Request-Id taken from a client. */
 #define REQUEST_ID_MAX 128
 
@@ -73,6 +88,11 @@ struct worker {
     struct http_response scratch_resp;
     struct request *free_requests;
     size_t num_free_requests;
+
+    /* Slow-client defences (defence.c): connections waiting for more of a
+     * request head, and idle keep-alive connections, each oldest first. */
+    struct session_list header_waits, idle_waits;
+    struct defence_log defence_logs[DEFENCE__COUNT];
 };
 
 /* ---- output queues ---- */
@@ -289,10 +309,13 @@ struct request {
     struct body req_body;
     struct body req_body_start; /* to replay the body on a retry */
     struct outq up_out;
-    struct buf req_stage;  /* a chunked request body is decoded here (see struct body) */
-    uint32_t up_hdr_len;   /* request head at the start of up_out.gen, kept for a retry */
-    bool body_consumed;    /* body bytes left the client buffer: a replay is impossible */
-    bool continue_pending; /* send 100 Continue before reading the body */
+    struct buf req_stage;        /* a chunked request body is decoded here (see struct body) */
+    uint32_t up_hdr_len;         /* request head at the start of up_out.gen, kept for a retry */
+    bool body_consumed;          /* body bytes left the client buffer: a replay is impossible */
+    uint64_t body_rate_start_ms; /* client.min_body_rate counts from here (the head, or
+                                    the 100 Continue that let the body come) */
+    uint64_t body_rate_bytes;    /* bytes read from the client since */
+    bool continue_pending;       /* send 100 Continue before reading the body */
 
     /* attempts */
     struct attempt at;
@@ -358,6 +381,13 @@ static inline bool request_body_pending(const struct request *r)
     return !r->req_body.done || outq_has_body(&r->up_out);
 }
 
+/* Which of the worker's defence lists a session is in. */
+enum session_wait {
+    WAIT_NONE = 0,
+    WAIT_HEADER, /* waiting for (more of) a request head: max_header_connections */
+    WAIT_IDLE,   /* idle keep-alive: closed first under pressure (reclaim_idle_at) */
+};
+
 enum session_phase {
     PHASE_IDLE = 0, /* between requests (keep-alive) */
     PHASE_HEADER,   /* some bytes of a request header arrived */
@@ -386,6 +416,8 @@ struct session {
     struct limit_addr conn_key;
     uint32_t requests;
     uint8_t phase;
+    uint8_t wait; /* enum session_wait: the defence list it is in */
+    struct session *wait_prev, *wait_next;
     bool closing; /* close once the current response is sent */
     bool closed;
 };
@@ -460,6 +492,37 @@ void request_note_program(struct request *r);
 void request_refuse(struct request *r, int status, enum cause cause, const char *why);
 /* Queue our own response in cl_out (state REQ_LOCAL). */
 void respond_local(struct request *r, int status, enum cause cause);
+
+/* defence.c: slow-client defences beyond header_timeout */
+/* Derive the limits from cfg and the connection capacity (max_connections,
+ * else half the descriptors bulwark may open). Main thread, at start and
+ * after each reload; workers read them with relaxed loads. */
+void defence_configure(const struct config *cfg, uint64_t fd_limit);
+/* s waits for (more of) a request head: joins the header list, and when
+ * max_header_connections are exceeded the worker's oldest one is closed. */
+void defence_header_wait(struct session *s);
+/* s is an idle keep-alive connection: joins the idle list. */
+void defence_idle_wait(struct session *s);
+/* s leaves whichever list it is in (no-op when none). */
+void defence_wait_end(struct session *s);
+/* A new connection was admitted with `open` client connections open before
+ * it: at the reclaim_idle_at mark, close the worker's oldest idle keep-alive
+ * connection. Returns true when one was closed. */
+bool defence_reclaim_idle(struct worker *w, uint32_t open);
+/* When the next body read must happen: body_timeout, or sooner when
+ * min_body_rate's deadline comes first (0: it has passed). */
+uint64_t defence_body_timer_ms(const struct request *r, uint64_t now);
+/* The request body is below client.min_body_rate at now. */
+bool defence_body_too_slow(const struct request *r, uint64_t now);
+/* Count and log a request cut for its slow body (the caller answers). */
+void defence_body_cut(struct request *r, uint64_t now);
+/* Log what the defences did since their last line (housekeeping, 1 s). */
+void defence_log_flush(struct worker *w);
+/* Pure: the time by which a body read since start_ms must have bytes
+ * bytes to keep min_bytes per per_ms after a grace of per_ms. UINT64_MAX
+ * when min_bytes is 0 (off) or the credit is beyond any clock. */
+uint64_t defence_body_deadline_ms(uint64_t start_ms, uint64_t bytes, uint32_t min_bytes,
+                                  uint32_t per_ms);
 
 /* server.c */
 void worker_defer_flush(struct worker *w);

@@ -450,6 +450,9 @@ void request_start(struct session *s, struct request *r, const struct http_reque
     if (r->req_body.done && buf_len(&s->in) == 0)
         buf_release(&s->in); /* nothing more to read for this request */
     r->req_body_start = r->req_body;
+    /* client.min_body_rate counts from the head; body bytes that came with it count */
+    r->body_rate_start_ms = r->t_start_ms;
+    r->body_rate_bytes = buf_len(&s->in);
     /* RFC 9110 10.1.1: we answer the expectation ourselves once the request
      * is accepted, so the client starts sending the body. */
     if (hr->expect_continue && !r->req_body.done && hr->minor_version == 1)

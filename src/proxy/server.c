@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -111,12 +112,16 @@ static void refuse_client(struct worker *w, int fd, uint32_t max)
 }
 
 /* A slot under max_connections for a new client connection, or false after
- * answering it 503 and closing it. Connections already accepted are never
- * closed to make room. */
+ * answering it 503 and closing it. Of the connections already accepted only
+ * an idle keep-alive one is ever closed to make room (reclaim_idle_at). */
 static bool client_admit(struct worker *w, int fd)
 {
     uint32_t max = w->set->cfg->max_connections;
     uint32_t open = atomic_fetch_add_explicit(&open_clients, 1, memory_order_relaxed);
+    /* Under pressure the oldest idle keep-alive connection makes room
+     * (reclaim_idle_at): a waiting client matters more than an idle one. */
+    if (defence_reclaim_idle(w, open))
+        open--;
     if (!max || open < max)
         return true;
     atomic_fetch_sub_explicit(&open_clients, 1, memory_order_relaxed);
@@ -280,6 +285,7 @@ static void housekeeping(struct timer *t)
     }
     buf_trim_free_list();
     log_access_flush();
+    defence_log_flush(w);
     loop_timer_set(w->loop, t, w->draining ? DRAIN_CHECK_MS : HOUSEKEEPING_MS);
 }
 
@@ -412,6 +418,33 @@ static struct worker *worker_new(int id, struct config *cfg, int finished_fd)
     return w;
 }
 
+/* The descriptors bulwark may open: the soft RLIMIT_NOFILE, first raised to
+ * the hard limit (each client needs one, and one more upstream; a 1024
+ * default would cap a slowloris defence long before max_connections). */
+static uint64_t fd_limit;
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        log_warn("getrlimit(RLIMIT_NOFILE) failed: %s", strerror(errno));
+        fd_limit = 1024;
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            log_info("raised the open-file limit from %llu to the hard limit %llu",
+                     (unsigned long long)was, (unsigned long long)rl.rlim_max);
+        else
+            log_warn("cannot raise the open-file limit from %llu to %llu: %s",
+                     (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    fd_limit = rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : (uint64_t)rl.rlim_cur;
+}
+
 static void apply_logs(const struct config *cfg)
 {
     int rc = log_open_error(cfg->error_log);
@@ -487,6 +520,7 @@ static void reload(struct server *srv)
         log_warn("%s", cfg->warnings[i]);
     observe_configure(cfg);
     observe_probe_config(cfg, true);
+    defence_configure(cfg, fd_limit);
     if (srv->health)
         upstream_health_reload(srv->health, cfg);
     /* Before the workers see the new upstreams: an added program's server
@@ -616,6 +650,8 @@ int proxy_run(struct config *cfg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     apply_logs(cfg);
+    raise_fd_limit();
+    defence_configure(cfg, fd_limit);
     upstream_set_conn_hook(upstream_conn_gauge);
     if (observe_configure(cfg) < 0 || observe_admin_start(cfg) < 0)
         return 1;

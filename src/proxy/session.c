@@ -57,6 +57,7 @@ void session_close(struct session *s)
     struct worker *w = s->w;
     if (s->conn_counted)
         limit_conn_release(&s->conn_key, 0, LIMIT_CONNECTIONS);
+    defence_wait_end(s);
     loop_timer_cancel(w->loop, &s->timer);
     buf_release(&s->in);
     close(s->io.fd);
@@ -369,8 +370,10 @@ void session_request_done(struct session *s, enum session_next next)
         break;
     }
     s->phase = PHASE_IDLE;
-    if (buf_len(&s->in) == 0)
+    if (buf_len(&s->in) == 0) {
         buf_release(&s->in); /* idle connections hold no buffer */
+        defence_idle_wait(s);
+    }
     loop_timer_set(session_loop(s), &s->timer, session_cfg(s)->keepalive_timeout_ms);
 }
 
@@ -399,6 +402,7 @@ static struct request *session_new_request(struct session *s)
     }
     s->req = r;
     s->phase = PHASE_REQUEST;
+    defence_wait_end(s); /* its head is over, whole or refused */
     request_new_id(r, s->w);
     return r;
 }
@@ -430,13 +434,28 @@ static void client_timeout(struct timer *t)
         session_close(s);
         return;
     }
+    uint64_t now = loop_now_ms(session_loop(s));
+    bool too_slow = defence_body_too_slow(r, now);
+    if (too_slow)
+        defence_body_cut(r, now);
     if (!request_head_sent(r) && !r->req_body.done) {
-        request_refuse(r, 408, CAUSE_CLIENT_TIMEOUT, "request body timeout");
+        request_refuse(r, 408, too_slow ? CAUSE_CLIENT_SLOW_BODY : CAUSE_CLIENT_TIMEOUT,
+                       too_slow ? "request body below client.min_body_rate"
+                                : "request body timeout");
         session_drive(s);
         return;
     }
     /* the client stopped reading our response */
     request_client_gone(r, 499);
+}
+
+/* Nothing more to read now and no whole head: a new connection, or one
+ * with part of a head, waits in the header list (max_header_connections);
+ * an idle keep-alive connection stays in the idle list. */
+static void session_wait_head(struct session *s)
+{
+    if (s->wait == WAIT_NONE && !s->t.eof && (s->requests == 0 || buf_len(&s->in)))
+        defence_header_wait(s);
 }
 
 /* Read and parse the next request head. Returns true if a request started
@@ -488,8 +507,10 @@ static bool session_read_header(struct session *s)
                     loop_timer_set(session_loop(s), &s->timer, cfg->client_header_timeout_ms);
             }
         }
-        if (!s->t.readable || s->t.eof)
+        if (!s->t.readable || s->t.eof) {
+            session_wait_head(s);
             return false;
+        }
         if (buf_acquire(&s->in) < 0) {
             log_error("out of memory reading a request from %s; closing the connection", s->ip);
             session_close(s);
@@ -498,13 +519,17 @@ static bool session_read_header(struct session *s)
         if (buf_room(&s->in) == 0)
             buf_compact(&s->in);
         ssize_t n = transport_read(&s->t, buf_tail(&s->in), buf_room(&s->in));
-        if (n == -EAGAIN)
+        if (n == -EAGAIN) {
+            session_wait_head(s);
             return false;
+        }
         if (n <= 0) {
             session_close(s);
             return true;
         }
         s->in.end += (uint32_t)n;
+        if (s->wait == WAIT_IDLE)
+            defence_wait_end(s); /* no longer idle: its next request is coming */
     }
 }
 

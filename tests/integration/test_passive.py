@@ -172,7 +172,10 @@ def keep_alive_get(sock, path="/echo"):
 
 def test_max_connections_refuses_the_excess_at_once(bulwark, origin):
     good = origin()
-    cfg, aport = with_admin([good.addr], "", workers=2, extra_top="max_connections: 2\n")
+    # reclaim_idle_at off: the cap alone (test_slow_clients.py covers the idle reclaim,
+    # which would close a held idle connection to admit the third)
+    cfg, aport = with_admin([good.addr], "", workers=2,
+                            extra_top="max_connections: 2\nclient:\n  reclaim_idle_at: 0%\n")
     b = bulwark(cfg)
     wait_port(aport)
     held = [socket.create_connection(("127.0.0.1", b.port), timeout=10) for _ in range(2)]

@@ -383,6 +383,57 @@ static void test_bad_passive_checks_and_retry_budget_are_refused(void **state)
     assert_only_error(yaml, "bulwark.yaml:1:18: max_connections -5 out of range 0-10000000");
 }
 
+static void test_slow_client_defences_default_on(void **state)
+{
+    struct config *cfg = load_ok(LISTEN UPSTREAMS ROUTES);
+    assert_int_equal(cfg->min_body_rate_bytes, 1024);
+    assert_int_equal(cfg->min_body_rate_per_ms, 10000);
+    assert_int_equal(cfg->max_header_connections, CONFIG_AUTO);
+    assert_int_equal(cfg->reclaim_idle_pct, 90);
+    config_unref(cfg);
+}
+
+static void test_slow_client_defences_are_read(void **state)
+{
+    struct config *cfg = load_ok("client:\n"
+                                 "  min_body_rate: {bytes: 2k, per: 5s}\n"
+                                 "  max_header_connections: 300\n"
+                                 "  reclaim_idle_at: 75%\n" LISTEN UPSTREAMS ROUTES);
+    assert_int_equal(cfg->min_body_rate_bytes, 2048);
+    assert_int_equal(cfg->min_body_rate_per_ms, 5000);
+    assert_int_equal(cfg->max_header_connections, 300);
+    assert_int_equal(cfg->reclaim_idle_pct, 75);
+    config_unref(cfg);
+    cfg = load_ok("client:\n"
+                  "  min_body_rate: {bytes: 0}\n"
+                  "  max_header_connections: auto\n"
+                  "  reclaim_idle_at: 0%\n" LISTEN UPSTREAMS ROUTES);
+    assert_int_equal(cfg->min_body_rate_bytes, 0);
+    assert_int_equal(cfg->max_header_connections, CONFIG_AUTO);
+    assert_int_equal(cfg->reclaim_idle_pct, 0);
+    config_unref(cfg);
+}
+
+static void test_bad_slow_client_defences_are_refused(void **state)
+{
+    assert_only_error("client:\n  min_body_rate: 1k\n" LISTEN UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:18: min_body_rate: expected a mapping such as "
+                      "{bytes: 1k, per: 10s}, got \"1k\"");
+    assert_only_error("client:\n  min_body_rate: {bytes: 1k, per: 0}\n" LISTEN UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:35: per must be at least 1ms: 0 would expire at once");
+    assert_only_error("client:\n  min_body_rate: {byte: 1k}\n" LISTEN UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:19: unknown key \"byte\" in min_body_rate (did you mean "
+                      "\"bytes\"?)");
+    assert_only_error("client:\n  max_header_connections: -1\n" LISTEN UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:27: max_header_connections -1 out of range 0-10000000");
+    assert_only_error("client:\n  reclaim_idle_at: 101%\n" LISTEN UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:20: bad reclaim_idle_at \"101%\": expected a whole "
+                      "percentage from 0% to 100%");
+    assert_only_error("client:\n  reclaim_idle_at: 90\n" LISTEN UPSTREAMS ROUTES,
+                      "bulwark.yaml:2:20: bad reclaim_idle_at \"90\": expected a percentage "
+                      "such as 90%");
+}
+
 static void test_programs_are_read_with_defaults(void **state)
 {
     struct config_errors errs;
@@ -1929,6 +1980,9 @@ int main(void)
         cmocka_unit_test(test_passive_checks_and_retry_budget_defaults),
         cmocka_unit_test(test_passive_checks_and_retry_budget_are_read),
         cmocka_unit_test(test_bad_passive_checks_and_retry_budget_are_refused),
+        cmocka_unit_test(test_slow_client_defences_default_on),
+        cmocka_unit_test(test_slow_client_defences_are_read),
+        cmocka_unit_test(test_bad_slow_client_defences_are_refused),
         cmocka_unit_test(test_programs_are_read_with_defaults),
         cmocka_unit_test(test_bad_programs_are_refused),
         cmocka_unit_test(test_program_user_and_group_are_resolved),

@@ -428,6 +428,27 @@ static void test_length_body_stops_at_its_end(void **state)
     buf_release(&src);
 }
 
+static void test_min_body_rate_deadline_is_a_grace_plus_credit_per_byte(void **state)
+{
+    (void)state;
+    /* 1024 bytes per 10 s: the first 10 s are free, each byte buys 10000/1024 ms */
+    assert_int_equal(defence_body_deadline_ms(5000, 0, 1024, 10000), 15000);
+    assert_int_equal(defence_body_deadline_ms(5000, 1024, 1024, 10000), 25000);
+    assert_int_equal(defence_body_deadline_ms(5000, 512, 1024, 10000), 20000);
+    assert_int_equal(defence_body_deadline_ms(5000, 3 * 1024 + 1, 1024, 10000), 45009);
+    /* exactly at the rate, the deadline stays one grace ahead of the clock */
+    for (uint64_t t = 0; t <= 600000; t += 10000)
+        assert_true(defence_body_deadline_ms(0, t / 10000 * 1024, 1024, 10000) == t + 10000);
+}
+
+static void test_min_body_rate_off_or_huge_credit_never_expires(void **state)
+{
+    (void)state;
+    assert_true(defence_body_deadline_ms(5000, 0, 0, 10000) == UINT64_MAX);
+    assert_true(defence_body_deadline_ms(5000, UINT64_MAX, 1, 4000000000u) == UINT64_MAX);
+    assert_true(defence_body_deadline_ms(UINT64_MAX - 10, 1 << 20, 1, 1000) == UINT64_MAX);
+}
+
 static void test_rechunk_frames_each_piece_and_the_end(void **state)
 {
     (void)state;
@@ -452,6 +473,8 @@ static void test_rechunk_frames_each_piece_and_the_end(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_min_body_rate_deadline_is_a_grace_plus_credit_per_byte),
+        cmocka_unit_test(test_min_body_rate_off_or_huge_credit_never_expires),
         cmocka_unit_test(test_retry_goes_to_an_untried_server),
         cmocka_unit_test(test_retry_never_hits_the_same_server_twice),
         cmocka_unit_test(test_retries_are_bounded_by_the_setting),
