@@ -122,6 +122,9 @@ void cfg_free_programs(struct config *cfg);
 void cfg_load_health(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
                      const yaml_node_t *n);
 
+/* A route's FastCGI keys (src/config/route.c), from cfg_free. */
+void cfg_free_route_fastcgi(struct config_route *r);
+
 /* Frees everything a (possibly half-built) config owns, and the config. */
 void cfg_free(struct config *cfg);
 

@@ -657,6 +657,7 @@ void cfg_free(struct config *cfg)
         free(cfg->routes[i].host);
         free(cfg->routes[i].path);
         free(cfg->routes[i].label);
+        cfg_free_route_fastcgi(&cfg->routes[i]);
     }
     free(cfg->routes);
     cfg_free_programs(cfg);

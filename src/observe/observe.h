@@ -35,6 +35,9 @@ enum cause {
     CAUSE_HTTP_REQUEST_ERROR, /* malformed request: 400/414/431/501/505 */
     CAUSE_REQUEST_TOO_LARGE,  /* body over max_body_size: 413 */
     CAUSE_CLIENT_TIMEOUT,     /* request header or body too slow: 408 */
+    /* FastCGI routes: which script a path may run (src/proxy/exchange_fastcgi.c) */
+    CAUSE_SCRIPT_DENIED,    /* above root, not a listed extension: 403 */
+    CAUSE_SCRIPT_NOT_FOUND, /* no such script file under root: 404 */
     CAUSE__COUNT
 };
 

@@ -163,12 +163,15 @@ void http1_build_request_head(struct wbuf *w, const struct http_request *hr,
 void http1_build_response_head(struct wbuf *w, const struct http_response *resp,
                                const struct relay_opts *o);
 
-/* One upstream protocol (HTTP/1 now, FastCGI next), as the request path
- * sees it. Each step works on the request's buffers; none does I/O. */
+/* One upstream protocol (HTTP/1, FastCGI), as the request path sees it,
+ * chosen per upstream group (request_start sets r->ex). Each step works on
+ * the request's buffers; none does I/O. */
 struct exchange_ops {
     const char *name;
     /* The request head for the upstream, into out. 0, or -ENOSPC when it
-     * would not fit (the request is refused, nothing is sent). */
+     * would not fit (the request is refused, nothing is sent), or 1 when
+     * the exchange refused the request itself (request_refuse: a FastCGI
+     * script outside root, say): request_start does nothing more. */
     int (*build_request)(struct request *r, const struct http_request *hr, struct buf *out);
     /* The next piece of request body from the client buffer into q. */
     int (*encode_body)(struct request *r, struct buf *src, struct outq *q, enum http_error *err);
@@ -183,6 +186,18 @@ struct exchange_ops {
     bool (*reusable)(struct request *r);
 };
 extern const struct exchange_ops exchange_http1;
+/* FastCGI responder (src/proxy/exchange_fastcgi.c), for protocol: fastcgi. */
+extern const struct exchange_ops exchange_fastcgi;
+
+/* Per-request state of a FastCGI exchange (zeroed with the request). */
+struct fcgi_state {
+    struct http_fcgi_decoder dec;
+    uint32_t decoded;   /* bytes at the head of up_in already decoded (stdout) */
+    uint64_t body_left; /* the CGI Content-Length: body bytes still to come */
+    bool keep_conn;     /* FCGI_KEEP_CONN was asked for */
+    bool stderr_seen;
+    bool script_unknown; /* PHP-FPM said "Primary script unknown" */
+};
 
 /* ---- attempts ---- */
 
@@ -309,6 +324,8 @@ struct request {
     bool aborted;                  /* the client connection was cut mid-response */
     enum cause cause;
     int err; /* errno of the failure, 0 if none */
+
+    struct fcgi_state fcgi; /* r->ex == &exchange_fastcgi only */
 };
 
 /* The response head (ours or the upstream's) is on its way to the client:
