@@ -31,9 +31,6 @@
  * longer field name is dropped (no application reads one). */
 #define FCGI_MAX_PARAM_NAME 256
 
-/* At most this much of one piece of stderr goes into one log line. */
-#define FCGI_STDERR_LOG_BYTES 1024
-
 static void put_param(struct wbuf *w, const char *name, size_t name_len, const char *value,
                       size_t value_len)
 {
@@ -393,27 +390,26 @@ static int fcgi_encode_body(struct request *r, struct buf *src, struct outq *q,
     return 0;
 }
 
-/* FCGI_STDERR: one error-log line per piece, with the request id. */
-static void on_stderr(void *ctx, const char *p, size_t n)
+/* FCGI_STDERR goes to the error log one line at a time, with the request
+ * id: lines are gathered across records and reads (a record may end
+ * mid-line), a longer line is logged in FCGI_STDERR_LINE pieces. */
+static void stderr_flush(struct request *r)
 {
-    struct request *r = ctx;
     struct fcgi_state *st = &r->fcgi;
-    st->stderr_seen = true;
-    if (memmem(p, n, "Primary script unknown", 22))
-        st->script_unknown = true;
-    while (n && (p[n - 1] == '\n' || p[n - 1] == '\r'))
+    size_t n = st->err_len;
+    st->err_len = 0;
+    while (n && (st->err_line[n - 1] == '\r' || st->err_line[n - 1] == ' '))
         n--;
     if (!n)
         return;
+    if (memmem(st->err_line, n, "Primary script unknown", 22))
+        st->script_unknown = true;
     static const char hex[] = "0123456789abcdef";
-    char text[FCGI_STDERR_LOG_BYTES * 4 + 4];
-    size_t o = 0, i = 0;
-    for (; i < n && i < FCGI_STDERR_LOG_BYTES; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == '\n') {
-            text[o++] = '\\';
-            text[o++] = 'n';
-        } else if (c < 0x20 || c >= 0x7f || c == '\\') {
+    char text[FCGI_STDERR_LINE * 4 + 1];
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)st->err_line[i];
+        if (c < 0x20 || c >= 0x7f || c == '\\') {
             text[o++] = '\\';
             text[o++] = 'x';
             text[o++] = hex[c >> 4];
@@ -422,11 +418,25 @@ static void on_stderr(void *ctx, const char *p, size_t n)
             text[o++] = (char)c;
         }
     }
-    if (i < n)
-        o += (size_t)snprintf(text + o, sizeof(text) - o, "...");
     text[o] = '\0';
     log_warn("FastCGI stderr from %s (upstream \"%s\"): %s; rid=%s",
              r->at.server ? r->at.server->cfg->addr.text : "-", r->group->cfg->name, text, r->rid);
+}
+
+static void on_stderr(void *ctx, const char *p, size_t n)
+{
+    struct request *r = ctx;
+    struct fcgi_state *st = &r->fcgi;
+    st->stderr_seen = true;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            stderr_flush(r);
+            continue;
+        }
+        if (st->err_len == FCGI_STDERR_LINE)
+            stderr_flush(r);
+        st->err_line[st->err_len++] = p[i];
+    }
 }
 
 /* Decode the records that arrived since the last call: up_in becomes
@@ -438,10 +448,14 @@ static int fcgi_take(struct request *r, enum http_error *err)
     size_t raw = buf_len(in) - st->decoded;
     if (!raw)
         return 0;
-    if (http_fcgi_decode(&st->dec, buf_head(in) + st->decoded, &raw, on_stderr, r, err) < 0)
+    if (http_fcgi_decode(&st->dec, buf_head(in) + st->decoded, &raw, on_stderr, r, err) < 0) {
+        stderr_flush(r);
         return -1;
+    }
     in->end = in->start + st->decoded + (uint32_t)raw;
     st->decoded += (uint32_t)raw;
+    if (st->dec.ended)
+        stderr_flush(r); /* a last line without its newline */
     return 0;
 }
 

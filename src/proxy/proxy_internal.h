@@ -189,6 +189,9 @@ extern const struct exchange_ops exchange_http1;
 /* FastCGI responder (src/proxy/exchange_fastcgi.c), for protocol: fastcgi. */
 extern const struct exchange_ops exchange_fastcgi;
 
+/* Longest FastCGI stderr line logged as one line (longer ones are split). */
+#define FCGI_STDERR_LINE 512
+
 /* Per-request state of a FastCGI exchange (zeroed with the request). */
 struct fcgi_state {
     struct http_fcgi_decoder dec;
@@ -197,6 +200,8 @@ struct fcgi_state {
     bool keep_conn;     /* FCGI_KEEP_CONN was asked for */
     bool stderr_seen;
     bool script_unknown; /* PHP-FPM said "Primary script unknown" */
+    uint16_t err_len;    /* stderr bytes of a line not logged yet */
+    char err_line[FCGI_STDERR_LINE];
 };
 
 /* ---- attempts ---- */
