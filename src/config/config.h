@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <regex.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -24,10 +25,14 @@ enum balance { BALANCE_ROUND_ROBIN = 0, BALANCE_LEAST_CONN, BALANCE_HASH };
 enum hash_key { HASH_CLIENT_IP = 0, HASH_HEADER, HASH_URI };
 
 struct config_addr {
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss; /* AF_INET, AF_INET6, or AF_UNIX ("unix:/path", servers only) */
     socklen_t len;
-    char text[96]; /* as written in the config, e.g. "127.0.0.1:9000" or "[::1]:80" */
+    char text[96]; /* as written in the config, e.g. "127.0.0.1:9000", "[::1]:80" or
+                      "unix:/run/php/php-fpm.sock" */
 };
+
+/* What an upstream group speaks (upstreams.<g>.protocol). */
+enum upstream_protocol { PROTOCOL_HTTP = 0, PROTOCOL_FASTCGI };
 
 struct config_server {
     char *name;              /* "host:port" as written (host may be a DNS name) */
@@ -106,12 +111,13 @@ struct config_upstream {
      * response with that status counts as a failure; default none. Read it
      * with config_fail_status(). */
     uint64_t fail_status[(CONFIG_STATUS_MAX - CONFIG_STATUS_MIN + 64) / 64];
-    int retry_budget_pct;        /* retries at most this % of requests over 10 s; default 20 */
-    struct config_health health; /* active checks; health.enabled false: none */
-    uint32_t slow_start_ms;      /* a server back up ramps its weight over this; 0: off */
-    size_t num_backup;           /* the last num_backup of servers are backups */
-    bool panic_mode;             /* all down: pick among all servers anyway, not 503 */
-    int line, column;            /* where it was defined, for messages */
+    int retry_budget_pct;            /* retries at most this % of requests over 10 s; default 20 */
+    struct config_health health;     /* active checks; health.enabled false: none */
+    uint32_t slow_start_ms;          /* a server back up ramps its weight over this; 0: off */
+    size_t num_backup;               /* the last num_backup of servers are backups */
+    bool panic_mode;                 /* all down: pick among all servers anyway, not 503 */
+    enum upstream_protocol protocol; /* default http; fastcgi: PHP-FPM and the like */
+    int line, column;                /* where it was defined, for messages */
 };
 
 /* rate_limit (top level: the default for routes without one; per route):
@@ -147,6 +153,15 @@ struct config_route {
     struct config_upstream *upstream;
     uint64_t max_body_bytes; /* 0: unlimited; default: client.max_body_size */
     char *label; /* "host/path" ("*" for any host): names the route in metrics and logs */
+    /* FastCGI routes (upstream protocol fastcgi; README "FastCGI"). */
+    char *root;               /* document root: absolute, no trailing "/"; required */
+    char *index;              /* appended to a path ending in "/"; default "index.php" */
+    regex_t *split_path_info; /* POSIX ERE, two groups: script name, PATH_INFO; NULL: none */
+    char **params;            /* extra or overriding params: name, value, name, value... */
+    size_t num_params;        /* pairs */
+    char **extensions;        /* script names must end in one; default {".php"} */
+    size_t num_extensions;
+    bool check_script; /* default true: the script must be a regular file (else 404) */
     int line, column;
 
     /* access (README, "Client identity and access"): checked after the
@@ -337,7 +352,8 @@ int config_parse_duration(const char *s, uint32_t *ms);
 /* Parse "1024", "10k", "64m", "1g" (binary units). Returns 0 or -1. */
 int config_parse_size(const char *s, uint64_t *bytes);
 
-/* Parse "host:port", "[v6]:port", "*:port" or ":port". Numeric hosts only
+/* Parse "host:port", "[v6]:port", "*:port", ":port" or "unix:/abs/path"
+ * (AF_UNIX; the loader accepts it for upstream servers only). Numeric hosts only
  * unless resolve is true (then DNS is used). Returns 0, or -1 with a reason
  * copied into why (at least 128 bytes). */
 int config_parse_addr(const char *s, bool resolve, struct config_addr *out, char *why,

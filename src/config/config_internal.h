@@ -137,6 +137,8 @@ void cfg_load_conn_limit(struct cfg_ctx *ctx, const yaml_node_t *n, size_t route
 void cfg_load_rate_limit(struct cfg_ctx *ctx, struct config_rate_limit *rl, const char *name,
                          const yaml_node_t *n, bool *off);
 void cfg_free_rate_limit(struct config_rate_limit *rl);
+/* A route's FastCGI keys (src/config/route.c), from cfg_free. */
+void cfg_free_route_fastcgi(struct config_route *r);
 
 /* Frees everything a (possibly half-built) config owns, and the config. */
 void cfg_free(struct config *cfg);

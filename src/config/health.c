@@ -105,7 +105,8 @@ void cfg_load_health(struct cfg_ctx *ctx, struct config_upstream *up, const char
      * server out (one lost packet does not), 2 passes bring it back (one
      * lucky answer from a flapping backend does not). */
     h->enabled = true;
-    h->mode = HEALTH_HTTP;
+    /* A FastCGI server answers no HTTP: a connect is what can be checked. */
+    h->mode = up->protocol == PROTOCOL_FASTCGI ? HEALTH_TCP : HEALTH_HTTP;
     h->path = cfg_strdup(ctx, "/");
     h->interval_ms = 5 * 1000;
     h->timeout_ms = 2 * 1000;
@@ -113,7 +114,12 @@ void cfg_load_health(struct cfg_ctx *ctx, struct config_upstream *up, const char
     h->passes = 2;
     if (v[HK_MODE]) {
         const char *s = cfg_scalar(ctx, v[HK_MODE], "mode", "http or tcp");
-        if (s && strcmp(s, "http") == 0)
+        if (s && strcmp(s, "http") == 0 && up->protocol == PROTOCOL_FASTCGI)
+            cfg_error(ctx, v[HK_MODE],
+                      "health mode http for %s: it speaks FastCGI, not HTTP; use mode: tcp "
+                      "(the default for FastCGI groups)",
+                      where);
+        else if (s && strcmp(s, "http") == 0)
             h->mode = HEALTH_HTTP;
         else if (s && strcmp(s, "tcp") == 0)
             h->mode = HEALTH_TCP;

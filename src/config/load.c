@@ -789,6 +789,7 @@ void cfg_free(struct config *cfg)
         cidr_list_free(&cfg->routes[i].allow);
         cidr_list_free(&cfg->routes[i].deny);
         cfg_free_rate_limit(&cfg->routes[i].own_rate_limit);
+        cfg_free_route_fastcgi(&cfg->routes[i]);
     }
     cfg_free_rate_limit(&cfg->rate_limit);
     free(cfg->routes);

@@ -416,6 +416,13 @@ bool cfg_get_addr(struct cfg_ctx *ctx, const yaml_node_t *n, const char *what, b
                   cfg_quote(s).s, what);
         return false;
     }
+    if (strncmp(s, "unix:", 5) == 0) {
+        cfg_error(ctx, n,
+                  "bad address %s for %s: unix sockets are for upstream servers; %s takes "
+                  "host:port",
+                  cfg_quote(s).s, what, what);
+        return false;
+    }
     if (config_parse_addr(s, true, out, why, sizeof(why)) < 0) {
         cfg_error(ctx, n, "bad address %s for %s: %s", cfg_quote(s).s, what, why);
         return false;
@@ -427,7 +434,8 @@ bool cfg_get_server_addr(struct cfg_ctx *ctx, const yaml_node_t *n, const char *
                          struct config_addr *out)
 {
     char why[512], dns_why[256] = "";
-    const char *s = cfg_scalar(ctx, n, what, "an address (e.g. 127.0.0.1:8080)");
+    const char *s =
+        cfg_scalar(ctx, n, what, "an address (e.g. 127.0.0.1:8080 or unix:/run/app.sock)");
 
     if (!s)
         return false;

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "config/config_internal.h"
 
@@ -197,6 +198,27 @@ int cfg_parse_addr(const char *s, bool resolve, struct config_addr *out, char *w
     bool overflow;
 
     memset(out, 0, sizeof(*out));
+    if (strncmp(s, "unix:", 5) == 0) {
+        /* A local socket (PHP-FPM's usual listen): no port, no DNS. */
+        struct sockaddr_un *sun = (struct sockaddr_un *)&out->ss;
+        const char *path = s + 5;
+        if (path[0] != '/') {
+            snprintf(why, why_len,
+                     "a unix socket path must be absolute, e.g. "
+                     "unix:/run/php/php-fpm.sock");
+            return -1;
+        }
+        if (strlen(path) >= sizeof(sun->sun_path)) {
+            snprintf(why, why_len, "unix socket path longer than %zu bytes",
+                     sizeof(sun->sun_path) - 1);
+            return -1;
+        }
+        sun->sun_family = AF_UNIX;
+        memcpy(sun->sun_path, path, strlen(path) + 1);
+        out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+        snprintf(out->text, sizeof(out->text), "%s", s);
+        return 0;
+    }
     if (bracketed) {
         const char *close = strchr(s, ']');
         if (!close) {

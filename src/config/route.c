@@ -183,13 +183,227 @@ static void load_route_rate_limit(struct cfg_ctx *ctx, struct config_route *r, c
     r->rate_limit = off ? NULL : r->own_rate_limit.enabled ? &r->own_rate_limit : r->rate_limit;
 }
 
+/* ---- FastCGI route keys: root, index, params, split_path_info,
+ * extensions, check_script ---- */
+
+enum { FK_ROOT, FK_INDEX, FK_PARAMS, FK_SPLIT, FK_EXTENSIONS, FK_CHECK_SCRIPT, NUM_FK };
+static const char *const fastcgi_keys[NUM_FK] = {
+    "root", "index", "params", "split_path_info", "extensions", "check_script",
+};
+
+/* A string that becomes part of a file name or a param: no NUL (the
+ * scalar reader refuses it) and no control characters. */
+static bool plain_text(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}
+
+static void load_root(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
+                      const yaml_node_t *n)
+{
+    const char *s = cfg_scalar(ctx, n, "root", "an absolute directory (e.g. /var/www/html)");
+    if (!s)
+        return;
+    size_t len = strlen(s);
+    if (s[0] != '/' || !plain_text(s) || strstr(s, "/../") || strstr(s, "/./") ||
+        (len >= 3 && strcmp(s + len - 3, "/..") == 0)) {
+        cfg_error(ctx, n,
+                  "bad root %s for route %zu: expected an absolute directory without \".\" or "
+                  "\"..\" segments (e.g. /var/www/html)",
+                  cfg_quote(s).s, route_no);
+        return;
+    }
+    while (len > 1 && s[len - 1] == '/')
+        len--; /* the script name brings its own "/" */
+    r->root = cfg_calloc(ctx, len + 1, 1);
+    if (r->root)
+        memcpy(r->root, len == 1 ? "" : s, len == 1 ? 0 : len);
+}
+
+static void load_index(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
+                       const yaml_node_t *n)
+{
+    const char *s = cfg_scalar(ctx, n, "index", "a file name (e.g. index.php)");
+    if (!s)
+        return;
+    if (!*s || strchr(s, '/') || !plain_text(s) || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) {
+        cfg_error(ctx, n, "bad index %s for route %zu: expected a file name such as index.php",
+                  cfg_quote(s).s, route_no);
+        return;
+    }
+    free(r->index);
+    r->index = cfg_strdup(ctx, s);
+}
+
+/* params: {NAME: value, ...}, sent after bulwark's own, so they override. */
+static void load_params(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
+                        const yaml_node_t *n)
+{
+    if (n->type != YAML_MAPPING_NODE) {
+        cfg_error(ctx, n, "params of route %zu: expected a mapping of names to values, got %s",
+                  route_no, cfg_describe(n).s);
+        return;
+    }
+    size_t count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    r->params = cfg_calloc(ctx, count * 2 + 1, sizeof(*r->params));
+    if (!r->params)
+        return;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = cfg_node(ctx, p->key), *v = cfg_node(ctx, p->value);
+        const char *name = cfg_scalar(ctx, k, "params", "a param name (e.g. APP_ENV)");
+        if (!name)
+            continue;
+        const char *value = cfg_node_is_null(v) ? "" : cfg_scalar(ctx, v, name, "a string");
+        if (!value)
+            continue;
+        if (!*name || !plain_text(name) || !plain_text(value)) {
+            cfg_error(ctx, k,
+                      "bad param %s for route %zu: names and values are text without "
+                      "control characters",
+                      cfg_quote(name).s, route_no);
+            continue;
+        }
+        r->params[r->num_params * 2] = cfg_strdup(ctx, name);
+        r->params[r->num_params * 2 + 1] = cfg_strdup(ctx, value);
+        r->num_params++;
+    }
+}
+
+/* split_path_info: a POSIX extended regex with two groups, as nginx's
+ * fastcgi_split_path_info: group 1 is the script name, group 2 PATH_INFO. */
+static void load_split(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
+                       const yaml_node_t *n)
+{
+    const char *s = cfg_scalar(ctx, n, "split_path_info", "a regex such as ^(.+?\\.php)(/.*)$");
+    if (!s)
+        return;
+    regex_t *re = cfg_calloc(ctx, 1, sizeof(*re));
+    if (!re)
+        return;
+    int rc = regcomp(re, s, REG_EXTENDED);
+    if (rc != 0) {
+        char why[256];
+        regerror(rc, re, why, sizeof(why));
+        cfg_error(ctx, n, "bad split_path_info %s for route %zu: %s", cfg_quote(s).s, route_no,
+                  why);
+        free(re);
+        return;
+    }
+    if (re->re_nsub < 2) {
+        cfg_error(ctx, n,
+                  "bad split_path_info %s for route %zu: needs two groups, the script name and "
+                  "the path info, e.g. ^(.+\\.php)(/.*)$",
+                  cfg_quote(s).s, route_no);
+        regfree(re);
+        free(re);
+        return;
+    }
+    r->split_path_info = re;
+}
+
+/* extensions: [".php", ...]: the only scripts that are ever run. */
+static void load_extensions(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
+                            const yaml_node_t *n)
+{
+    if (n->type != YAML_SEQUENCE_NODE ||
+        n->data.sequence.items.top == n->data.sequence.items.start) {
+        cfg_error(ctx, n, "extensions of route %zu: expected a list such as [\".php\"], got %s",
+                  route_no, cfg_describe(n).s);
+        return;
+    }
+    size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    char **list = cfg_calloc(ctx, count, sizeof(*list));
+    if (!list)
+        return;
+    for (size_t i = 0; i < r->num_extensions; i++)
+        free(r->extensions[i]);
+    free(r->extensions);
+    r->extensions = list;
+    r->num_extensions = 0;
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        const yaml_node_t *item = cfg_node(ctx, *it);
+        const char *s = cfg_scalar(ctx, item, "extensions", "an extension such as \".php\"");
+        if (!s)
+            continue;
+        if (s[0] != '.' || !s[1] || strchr(s, '/') || !plain_text(s)) {
+            cfg_error(ctx, item,
+                      "bad extension %s for route %zu: expected a dot and a suffix, "
+                      "such as \".php\"",
+                      cfg_quote(s).s, route_no);
+            continue;
+        }
+        list[r->num_extensions++] = cfg_strdup(ctx, s);
+    }
+}
+
+static void load_fastcgi(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
+                         const yaml_node_t *route_node, yaml_node_t *const *v)
+{
+    const struct config_upstream *up = r->upstream;
+    if (!up)
+        return;
+    if (up->protocol != PROTOCOL_FASTCGI) {
+        for (size_t i = 0; i < NUM_FK; i++)
+            if (v[i])
+                cfg_error(ctx, v[i],
+                          "%s in route %zu: only for FastCGI routes, and upstream %s speaks "
+                          "http (set protocol: fastcgi on the upstream)",
+                          fastcgi_keys[i], route_no, cfg_quote(up->name).s);
+        return;
+    }
+    r->check_script = true;
+    r->index = cfg_strdup(ctx, "index.php");
+    r->extensions = cfg_calloc(ctx, 1, sizeof(*r->extensions));
+    if (r->extensions && (r->extensions[0] = cfg_strdup(ctx, ".php")))
+        r->num_extensions = 1;
+    if (v[FK_ROOT])
+        load_root(ctx, r, route_no, v[FK_ROOT]);
+    else
+        cfg_error(ctx, route_node,
+                  "route %zu: upstream %s speaks FastCGI, so the route needs root (the "
+                  "directory its scripts are in, as PHP-FPM sees it)",
+                  route_no, cfg_quote(up->name).s);
+    if (v[FK_INDEX])
+        load_index(ctx, r, route_no, v[FK_INDEX]);
+    if (v[FK_PARAMS])
+        load_params(ctx, r, route_no, v[FK_PARAMS]);
+    if (v[FK_SPLIT])
+        load_split(ctx, r, route_no, v[FK_SPLIT]);
+    if (v[FK_EXTENSIONS])
+        load_extensions(ctx, r, route_no, v[FK_EXTENSIONS]);
+    cfg_get_bool(ctx, v[FK_CHECK_SCRIPT], "check_script", &r->check_script);
+}
+
+void cfg_free_route_fastcgi(struct config_route *r)
+{
+    free(r->root);
+    free(r->index);
+    if (r->split_path_info) {
+        regfree(r->split_path_info);
+        free(r->split_path_info);
+    }
+    for (size_t i = 0; i < r->num_params * 2; i++)
+        free(r->params[i]);
+    free(r->params);
+    for (size_t i = 0; i < r->num_extensions; i++)
+        free(r->extensions[i]);
+    free(r->extensions);
+}
+
 static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route_no,
                        const yaml_node_t *n)
 {
-    static const char *const keys[] = {"match", "upstream",   "max_body_size", "allow",
-                                       "deny",  "conn_limit", "rate_limit"};
+    static const char *const keys[] = {
+        "match",  "upstream",        "max_body_size", "root",         "index",
+        "params", "split_path_info", "extensions",    "check_script", "allow",
+        "deny",   "conn_limit",      "rate_limit",
+    };
     struct config *cfg = ctx->cfg;
-    yaml_node_t *v[7];
+    yaml_node_t *v[13];
     char where[32];
     const char *s;
 
@@ -197,7 +411,7 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
     r->column = (int)n->start_mark.column + 1;
     r->max_body_bytes = cfg->max_body_bytes;
     snprintf(where, sizeof(where), "route %zu", route_no);
-    if (!cfg_fields(ctx, n, where, keys, 7, v))
+    if (!cfg_fields(ctx, n, where, keys, 13, v))
         return;
     if (v[0])
         load_match(ctx, r, route_no, v[0]);
@@ -212,14 +426,15 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
             unknown_upstream(ctx, v[1], s, route_no);
     }
     cfg_get_size(ctx, v[2], "max_body_size", 0, UINT64_MAX, &r->max_body_bytes);
-    cfg_get_cidr_list(ctx, v[3], "allow", &r->allow);
-    cfg_get_cidr_list(ctx, v[4], "deny", &r->deny);
-    if (v[5]) {
+    load_fastcgi(ctx, r, route_no, n, v + 3);
+    cfg_get_cidr_list(ctx, v[9], "allow", &r->allow);
+    cfg_get_cidr_list(ctx, v[10], "deny", &r->deny);
+    if (v[11]) {
         struct config_conn_limit cl = {0};
-        cfg_load_conn_limit(ctx, v[5], route_no, &cl);
+        cfg_load_conn_limit(ctx, v[11], route_no, &cl);
         r->conn_limit_requests = cl.requests;
     }
-    load_route_rate_limit(ctx, r, v[6]);
+    load_route_rate_limit(ctx, r, v[12]);
 }
 
 void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n)

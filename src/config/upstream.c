@@ -26,6 +26,7 @@ enum upstream_key {
     UP_SLOW_START,
     UP_BACKUP,
     UP_PANIC_MODE,
+    UP_PROTOCOL,
     NUM_UP_KEYS
 };
 
@@ -51,6 +52,7 @@ static const char *const upstream_keys[NUM_UP_KEYS] = {
     [UP_SLOW_START] = "slow_start",
     [UP_BACKUP] = "backup",
     [UP_PANIC_MODE] = "panic_mode",
+    [UP_PROTOCOL] = "protocol",
 };
 /* clang-format on */
 
@@ -301,6 +303,27 @@ static void load_retry_budget(struct cfg_ctx *ctx, struct config_upstream *up, c
     up->retry_budget_pct = (int)v;
 }
 
+/* protocol: http (default) | fastcgi. */
+static void load_protocol(struct cfg_ctx *ctx, struct config_upstream *up, const char *where,
+                          const yaml_node_t *n)
+{
+    static const char *const names[] = {[PROTOCOL_HTTP] = "http", [PROTOCOL_FASTCGI] = "fastcgi"};
+    const char *s = cfg_scalar(ctx, n, "protocol", "http or fastcgi");
+    const char *hint;
+
+    if (!s)
+        return;
+    for (size_t i = 0; i < 2; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            up->protocol = (enum upstream_protocol)i;
+            return;
+        }
+    }
+    hint = cfg_suggest(s, names, 2);
+    cfg_error(ctx, n, "unknown protocol %s for %s: expected http or fastcgi%s%s%s", cfg_quote(s).s,
+              where, hint ? " (did you mean \"" : "", hint ? hint : "", hint ? "\"?)" : "");
+}
+
 static void load_upstream(struct cfg_ctx *ctx, struct config_upstream *up, const yaml_node_t *n)
 {
     yaml_node_t *v[NUM_UP_KEYS];
@@ -335,7 +358,9 @@ static void load_upstream(struct cfg_ctx *ctx, struct config_upstream *up, const
         load_fail_status(ctx, up, where, v[UP_FAIL_STATUS]);
     if (v[UP_RETRY_BUDGET])
         load_retry_budget(ctx, up, v[UP_RETRY_BUDGET]);
-    if (v[UP_HEALTH])
+    if (v[UP_PROTOCOL])
+        load_protocol(ctx, up, where, v[UP_PROTOCOL]);
+    if (v[UP_HEALTH]) /* after protocol: a FastCGI group's default check is tcp */
         cfg_load_health(ctx, up, where, v[UP_HEALTH]);
     cfg_get_duration(ctx, v[UP_SLOW_START], "slow_start", &up->slow_start_ms);
     if (v[UP_BACKUP])

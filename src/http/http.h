@@ -84,6 +84,15 @@ enum http_error {
     HTTP_ERR_BAD_CHUNK,             /* chunked coding: bad size, missing CRLF, bad trailer */
     HTTP_ERR_CHUNK_TOO_LARGE,       /* chunk size does not fit 63 bits */
     HTTP_ERR_UNKNOWN_TRANSFER_CODING, /* a transfer coding we do not implement: 501 */
+    /* FastCGI records and the CGI response in them (src/http/fastcgi.c) */
+    HTTP_ERR_FCGI_VERSION,     /* a record whose version is not 1 */
+    HTTP_ERR_FCGI_REQUEST_ID,  /* a record for another request id */
+    HTTP_ERR_FCGI_TYPE,        /* a record type a responder must not send us */
+    HTTP_ERR_FCGI_END_REQUEST, /* FCGI_END_REQUEST body not 8 bytes, or an error status */
+    HTTP_ERR_FCGI_AFTER_END,   /* bytes after FCGI_END_REQUEST, or stdout after its end */
+    HTTP_ERR_FCGI_NO_OUTPUT,   /* FCGI_END_REQUEST without any response on stdout */
+    HTTP_ERR_FCGI_HEAD_CUT,    /* FCGI_END_REQUEST before the CGI header section ended */
+    HTTP_ERR_FCGI_BODY_LENGTH, /* stdout body longer or shorter than its Content-Length */
     HTTP_ERR__COUNT
 };
 
@@ -212,5 +221,100 @@ ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len, enum
 /* Write a chunk-size line "<hex>\r\n" for a chunk of n bytes into out (at
  * least 19 bytes). Returns its length. */
 size_t http_chunk_header(char *out, uint64_t n);
+
+/* ---- FastCGI 1.0 (the FastCGI Specification, Open Market 1996) ----
+ *
+ * The record layer and the CGI response (RFC 3875 6) carried in FCGI_STDOUT,
+ * as pure functions over bytes, like the HTTP parser: no sockets, no
+ * allocation. src/proxy/exchange_fastcgi.c speaks the protocol with them. */
+
+#define HTTP_FCGI_HEADER_LEN 8
+#define HTTP_FCGI_MAX_CONTENT 65535 /* a record's contentLength is 16 bits */
+
+enum http_fcgi_type {
+    HTTP_FCGI_BEGIN_REQUEST = 1,
+    HTTP_FCGI_ABORT_REQUEST = 2,
+    HTTP_FCGI_END_REQUEST = 3,
+    HTTP_FCGI_PARAMS = 4,
+    HTTP_FCGI_STDIN = 5,
+    HTTP_FCGI_STDOUT = 6,
+    HTTP_FCGI_STDERR = 7,
+};
+
+/* FCGI_END_REQUEST protocolStatus values. */
+enum http_fcgi_status {
+    HTTP_FCGI_REQUEST_COMPLETE = 0,
+    HTTP_FCGI_CANT_MPX_CONN = 1,
+    HTTP_FCGI_OVERLOADED = 2,
+    HTTP_FCGI_UNKNOWN_ROLE = 3,
+};
+
+/* A record header: version 1, type, request id, content length, padding. */
+void http_fcgi_header(char out[HTTP_FCGI_HEADER_LEN], enum http_fcgi_type type, uint16_t request_id,
+                      uint16_t content_len, uint8_t padding);
+
+/* FCGI_BEGIN_REQUEST for the responder role, header and body (16 bytes).
+ * keep_conn: FCGI_KEEP_CONN, the application keeps the connection open
+ * after FCGI_END_REQUEST so it can carry the next request. */
+void http_fcgi_begin_request(char out[16], uint16_t request_id, bool keep_conn);
+
+/* The length prefix of one name-value pair (spec 3.4: one byte below 128,
+ * else four with the high bit set). Returns its size (2..8), or 0 when a
+ * length does not fit 31 bits. The name and value bytes follow it. */
+size_t http_fcgi_param_lengths(char out[8], size_t name_len, size_t value_len);
+
+/* Incremental decoder of the records an application sends back for one
+ * request. Partial record headers are kept inside, so a caller's buffer
+ * always ends on decoded bytes. */
+struct http_fcgi_decoder {
+    uint16_t request_id;   /* the id records must carry */
+    uint8_t hdr[8];        /* private: a record header being read */
+    uint8_t hdr_have;      /* private */
+    uint8_t type;          /* private: of the record whose content is read */
+    uint16_t content_left; /* private */
+    uint16_t padding_left; /* private */
+    uint8_t end_body[8];   /* private: FCGI_END_REQUEST body being read */
+    uint8_t end_have;      /* private */
+    bool stdout_closed;    /* the empty FCGI_STDOUT record arrived */
+    bool ended;            /* FCGI_END_REQUEST arrived whole */
+    uint32_t app_status;   /* from FCGI_END_REQUEST */
+    uint8_t protocol_status;
+    uint64_t stdout_bytes, stderr_bytes; /* content seen so far */
+};
+
+void http_fcgi_decoder_init(struct http_fcgi_decoder *d, uint16_t request_id);
+
+/* Decode the records in buf[0..*len) in place: the FCGI_STDOUT content is
+ * moved to buf's start and *len becomes its length; each piece of
+ * FCGI_STDERR content is handed to on_stderr (a pointer into buf, valid
+ * during the call) when on_stderr is not NULL. Returns 0, or -2 with *err
+ * for a record of another version or request id, a type other than
+ * STDOUT, STDERR and END_REQUEST, an END_REQUEST body that is not 8 bytes
+ * or a protocolStatus other than REQUEST_COMPLETE, STDOUT after its end,
+ * and any byte after FCGI_END_REQUEST (the connection is then unusable). */
+int http_fcgi_decode(struct http_fcgi_decoder *d, char *buf, size_t *len,
+                     void (*on_stderr)(void *ctx, const char *p, size_t n), void *ctx,
+                     enum http_error *err);
+
+/* Parse a CGI response header section (RFC 3875 6.2, 6.3) from
+ * buf[0..len): lines end with LF or CRLF, an empty line ends the section.
+ * "Status: 404 Not Found" gives the status (200..599) and reason, and is
+ * not among resp->headers; without it a Location gives 302 (6.2.3; a
+ * local path, 6.2.2's local redirect, is answered the same way) and
+ * anything else 200. Content-Length gives HTTP_FRAMING_LENGTH, HEAD and
+ * 204/304 HTTP_FRAMING_NONE, otherwise HTTP_FRAMING_UNTIL_CLOSE (the
+ * body ends with the stream: the caller frames it). Transfer-Encoding is
+ * refused. Strict as http_parse_response about names and values. Returns
+ * the section size, HTTP_INCOMPLETE, or -2 with *err. */
+int http_parse_cgi_response(const char *buf, size_t len, size_t max_header_bytes,
+                            enum http_method request_method, struct http_response *resp,
+                            enum http_error *err);
+
+/* A request path as a script path: percent-decoded, "//" merged, "." and
+ * ".." segments resolved (RFC 3986 5.2.4), into out (NUL-terminated).
+ * Returns the length, -1 for a path that is not "/"-rooted or has a bad
+ * or NUL escape (%zz, %00), -2 for one whose ".." climbs above "/", -3
+ * when out (cap bytes) is too small. */
+ssize_t http_normalize_path(const char *path, size_t len, char *out, size_t cap);
 
 #endif

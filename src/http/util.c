@@ -113,6 +113,22 @@ const char *http_error_text(enum http_error err)
         return "chunk size does not fit 63 bits";
     case HTTP_ERR_UNKNOWN_TRANSFER_CODING:
         return "unknown transfer coding";
+    case HTTP_ERR_FCGI_VERSION:
+        return "FastCGI record with a version other than 1";
+    case HTTP_ERR_FCGI_REQUEST_ID:
+        return "FastCGI record for another request id";
+    case HTTP_ERR_FCGI_TYPE:
+        return "FastCGI record of a type a responder must not send";
+    case HTTP_ERR_FCGI_END_REQUEST:
+        return "malformed or failed FastCGI END_REQUEST";
+    case HTTP_ERR_FCGI_AFTER_END:
+        return "FastCGI output after the end of the request or of stdout";
+    case HTTP_ERR_FCGI_NO_OUTPUT:
+        return "FastCGI request ended without any output on stdout";
+    case HTTP_ERR_FCGI_HEAD_CUT:
+        return "FastCGI request ended inside the CGI header section";
+    case HTTP_ERR_FCGI_BODY_LENGTH:
+        return "FastCGI stdout body does not match its Content-Length";
     case HTTP_ERR__COUNT:
         break;
     }

@@ -89,6 +89,14 @@ static const struct cause_info causes[CAUSE__COUNT] = {
          "The client sent its request body more slowly than client.min_body_rate allows.",
          "Nothing to do unless real uploads are cut (very slow links): then lower "
          "client.min_body_rate."},
+    [CAUSE_SCRIPT_DENIED] = {403, "http_request_denied",
+                             "The path names no script this FastCGI route may run: it climbs "
+                             "above root, or its extension is not one the route runs.",
+                             "Request a script under the route's root, or add the extension to "
+                             "the route's extensions."},
+    [CAUSE_SCRIPT_NOT_FOUND] = {404, "destination_not_found",
+                                "No script under the FastCGI route's root has this path.",
+                                "Check the URL, or the route's root, index and split_path_info."},
 };
 
 const struct cause_info *cause_get(enum cause c)
@@ -122,6 +130,8 @@ enum cause cause_from_connect_errno(int err)
 {
     switch (err) {
     case ECONNREFUSED:
+    case ENOENT: /* unix socket: no socket file, nothing listens */
+    case EAGAIN: /* unix socket: its listen backlog is full; nothing reached the server */
         return CAUSE_CONNECTION_REFUSED;
     case ENETUNREACH:
     case EHOSTUNREACH:

@@ -36,6 +36,9 @@ enum cause {
     CAUSE_REQUEST_TOO_LARGE,  /* body over max_body_size: 413 */
     CAUSE_CLIENT_TIMEOUT,     /* request header or body too slow: 408 */
     CAUSE_CLIENT_SLOW_BODY,   /* request body below client.min_body_rate: 408 */
+    /* FastCGI routes: which script a path may run (src/proxy/exchange_fastcgi.c) */
+    CAUSE_SCRIPT_DENIED,    /* above root, not a listed extension: 403 */
+    CAUSE_SCRIPT_NOT_FOUND, /* no such script file under root: 404 */
     CAUSE__COUNT
 };
 

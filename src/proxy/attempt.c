@@ -139,6 +139,14 @@ void attempt_log_failure(struct request *r, const char *what, enum cause cause, 
 {
     attempt_end(r, cause, err);
     const struct cause_info *ci = cause_get(cause);
+    char fpm[200];
+    if (!detail && cause == CAUSE_CONNECTION_REFUSED &&
+        r->group->cfg->protocol == PROTOCOL_FASTCGI && r->at.server) {
+        /* the most common 502 behind PHP: say who is not there */
+        snprintf(fpm, sizeof(fpm), "%s: PHP-FPM (FastCGI) is not listening on %s",
+                 err ? strerror(err) : "refused", r->at.server->cfg->addr.text);
+        detail = fpm;
+    }
     if (!detail)
         detail = err ? strerror(err) : "no error code";
     uint64_t now = loop_now_ms(session_loop(r->s));

@@ -187,12 +187,15 @@ void http1_build_request_head(struct wbuf *w, const struct http_request *hr,
 void http1_build_response_head(struct wbuf *w, const struct http_response *resp,
                                const struct relay_opts *o);
 
-/* One upstream protocol (HTTP/1 now, FastCGI next), as the request path
- * sees it. Each step works on the request's buffers; none does I/O. */
+/* One upstream protocol (HTTP/1, FastCGI), as the request path sees it,
+ * chosen per upstream group (request_start sets r->ex). Each step works on
+ * the request's buffers; none does I/O. */
 struct exchange_ops {
     const char *name;
     /* The request head for the upstream, into out. 0, or -ENOSPC when it
-     * would not fit (the request is refused, nothing is sent). */
+     * would not fit (the request is refused, nothing is sent), or 1 when
+     * the exchange refused the request itself (request_refuse: a FastCGI
+     * script outside root, say): request_start does nothing more. */
     int (*build_request)(struct request *r, const struct http_request *hr, struct buf *out);
     /* The next piece of request body from the client buffer into q. */
     int (*encode_body)(struct request *r, struct buf *src, struct outq *q, enum http_error *err);
@@ -207,6 +210,23 @@ struct exchange_ops {
     bool (*reusable)(struct request *r);
 };
 extern const struct exchange_ops exchange_http1;
+/* FastCGI responder (src/proxy/exchange_fastcgi.c), for protocol: fastcgi. */
+extern const struct exchange_ops exchange_fastcgi;
+
+/* Longest FastCGI stderr line logged as one line (longer ones are split). */
+#define FCGI_STDERR_LINE 512
+
+/* Per-request state of a FastCGI exchange (zeroed with the request). */
+struct fcgi_state {
+    struct http_fcgi_decoder dec;
+    uint32_t decoded;   /* bytes at the head of up_in already decoded (stdout) */
+    uint64_t body_left; /* the CGI Content-Length: body bytes still to come */
+    bool keep_conn;     /* FCGI_KEEP_CONN was asked for */
+    bool stderr_seen;
+    bool script_unknown; /* PHP-FPM said "Primary script unknown" */
+    uint16_t err_len;    /* stderr bytes of a line not logged yet */
+    char err_line[FCGI_STDERR_LINE];
+};
 
 /* ---- attempts ---- */
 
@@ -363,6 +383,8 @@ struct request {
     uint16_t limit_headers_len; /* RateLimit-Policy and RateLimit lines, on every response */
     char limit_headers[224];
     char limit_details[160]; /* Proxy-Status details of a refusal (expose_details) */
+
+    struct fcgi_state fcgi; /* r->ex == &exchange_fastcgi only */
 };
 
 /* The response head (ours or the upstream's) is on its way to the client:

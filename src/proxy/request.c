@@ -435,9 +435,13 @@ void request_start(struct session *s, struct request *r, const struct http_reque
         return;
     }
     r->group = &s->set->groups[r->route->upstream->index];
+    if (r->group->cfg->protocol == PROTOCOL_FASTCGI)
+        r->ex = &exchange_fastcgi;
     if (r->group->cfg->balance == BALANCE_HASH)
         r->hash = request_hash(r, hr);
     int rc = r->ex->build_request(r, hr, &r->up_out.gen);
+    if (rc > 0)
+        return; /* refused by the exchange itself */
     if (rc < 0) {
         r->req_body.done = true;
         request_refuse(r, rc == -ENOSPC ? 431 : 500,

@@ -300,10 +300,14 @@ bool h1_client_busy(const struct h1_client *c)
 static int build_request(struct h1_client *c, const struct h1_request *req)
 {
     const char *method = req->method ? req->method : "GET";
+    /* "unix:/path" is no host: a local socket's server is localhost */
+    const char *host = req->host                           ? req->host
+                       : req->addr.ss.ss_family == AF_UNIX ? "localhost"
+                                                           : req->addr.text;
     int n = snprintf(buf_tail(&c->in), buf_room(&c->in),
                      "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: %s\r\n%s\r\n", method,
-                     req->path ? req->path : "/", req->host ? req->host : req->addr.text,
-                     req->keep_alive ? "keep-alive" : "close", req->headers ? req->headers : "");
+                     req->path ? req->path : "/", host, req->keep_alive ? "keep-alive" : "close",
+                     req->headers ? req->headers : "");
     if (n < 0 || (size_t)n >= buf_room(&c->in))
         return -E2BIG;
     c->in.end += (uint32_t)n;

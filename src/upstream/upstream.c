@@ -499,7 +499,8 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out, int 
         return -err;
     }
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (a->ss.ss_family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     bool connected = true;
     if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0) {
         if (errno != EINPROGRESS) {
