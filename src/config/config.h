@@ -126,19 +126,19 @@ struct config_upstream {
 enum rate_limit_key { RATE_KEY_CLIENT_IP = 0, RATE_KEY_HEADER, RATE_KEY_ROUTE };
 
 struct config_rate_limit {
-    bool enabled;            /* false: not configured (or "off" on a route) */
-    uint32_t rate;           /* requests per period ("100/s": 100) */
-    uint32_t period_s;       /* 1 ("/s") or 60 ("/m") */
-    uint64_t interval_ns;    /* period / rate: GCRA's emission interval */
-    uint32_t burst;          /* requests beyond the rate accepted at once, default 0 */
-    enum rate_limit_key key; /* default client_ip */
-    char *key_header;        /* RATE_KEY_HEADER: the header's name */
-    bool nodelay;            /* false (default, as nginx): the burst is delayed to the rate */
-    bool headers;            /* RateLimit-Policy and RateLimit on responses, default false */
-    char *store;             /* NULL or "local": this process; "redis://host:port" kept for
-                                the shared store (not used yet) */
-    char *name;              /* "default" or the route's label: the policy's name in keys,
-                                headers and messages */
+    bool enabled;                  /* false: not configured (or "off" on a route) */
+    uint32_t rate;                 /* requests per period ("100/s": 100) */
+    uint32_t period_s;             /* 1 ("/s") or 60 ("/m") */
+    uint64_t interval_ns;          /* period / rate: GCRA's emission interval */
+    uint32_t burst;                /* requests beyond the rate accepted at once, default 0 */
+    enum rate_limit_key key;       /* default client_ip */
+    char *key_header;              /* RATE_KEY_HEADER: the header's name */
+    bool nodelay;                  /* false (default, as nginx): the burst is delayed to the rate */
+    bool headers;                  /* RateLimit-Policy and RateLimit on responses, default false */
+    char *store;                   /* NULL or "local": this process; else "redis://host:port" */
+    struct config_addr store_addr; /* that Redis (src/limit/store.h); len 0: local */
+    char *name;                    /* "default" or the route's label: the policy's name in keys,
+                                      headers and messages */
     int line, column;
 };
 

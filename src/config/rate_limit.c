@@ -122,6 +122,7 @@ static void load_store(struct cfg_ctx *ctx, struct config_rate_limit *rl, const 
     }
     free(rl->store);
     rl->store = cfg_strdup(ctx, s);
+    rl->store_addr = addr;
 }
 
 void cfg_load_rate_limit(struct cfg_ctx *ctx, struct config_rate_limit *rl, const char *name,

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "limit/ratelimit.h"
+#include "limit/store.h"
 #include "observe/observe_internal.h"
 
 /* /metrics names only the top few clients: a label per client would let a
@@ -86,6 +87,25 @@ void observe_limits_metrics(struct obuf *b)
                 "bulwark_rate_limit_evictions_total %llu\n",
                 (unsigned long long)st.entries, (unsigned long long)st.capacity,
                 (unsigned long long)st.evictions);
+    struct store_stats ss;
+    store_stats(&ss);
+    obuf_printf(b,
+                "# HELP bulwark_rate_limit_store_checks_total Rate limit decisions answered by "
+                "the shared store (Redis).\n# TYPE bulwark_rate_limit_store_checks_total counter\n"
+                "bulwark_rate_limit_store_checks_total %llu\n"
+                "# HELP bulwark_rate_limit_store_fallbacks_total Decisions taken locally because "
+                "the shared store was down, slow or busy.\n"
+                "# TYPE bulwark_rate_limit_store_fallbacks_total counter\n"
+                "bulwark_rate_limit_store_fallbacks_total %llu\n"
+                "# HELP bulwark_rate_limit_store_outages_total Times a shared store went from "
+                "answering to not answering.\n"
+                "# TYPE bulwark_rate_limit_store_outages_total counter\n"
+                "bulwark_rate_limit_store_outages_total %llu\n"
+                "# HELP bulwark_rate_limit_store_up Connections to a shared store that answer "
+                "(one per worker and store).\n# TYPE bulwark_rate_limit_store_up gauge\n"
+                "bulwark_rate_limit_store_up %lld\n",
+                (unsigned long long)ss.checks, (unsigned long long)ss.fallbacks,
+                (unsigned long long)ss.outages, (long long)ss.stores_up);
     top_clients_metric(b, false);
     top_clients_metric(b, true);
 }

@@ -23,6 +23,7 @@
 #include "http/http.h"
 #include "limit/limit.h"
 #include "proxy/proxy.h"
+#include "limit/store.h"
 #include "upstream/upstream.h"
 
 struct session;
@@ -56,6 +57,18 @@ struct listener {
 
 /* Commands the main thread posts to a worker (bits of worker.commands). */
 enum { WORKER_CMD_RELOAD = 1, WORKER_CMD_DRAIN = 2, WORKER_CMD_STOP = 4 };
+
+/* The longest shared rate-limit key kept: "policy|key" (longer keys, such
+ * as a huge header value, are cut: a client choosing such keys shares its
+ * budget with others choosing the same first bytes). */
+#define LIMIT_STORE_KEY_MAX 256
+
+/* The rate-limit stores (Redis) a worker talks to, one per address. */
+#define WORKER_MAX_STORES 8
+struct worker_store {
+    struct config_addr addr;
+    struct store *st;
+};
 
 struct worker {
     int id;
@@ -93,6 +106,8 @@ struct worker {
      * request head, and idle keep-alive connections, each oldest first. */
     struct session_list header_waits, idle_waits;
     struct defence_log defence_logs[DEFENCE__COUNT];
+    struct worker_store stores[WORKER_MAX_STORES];
+    size_t num_stores;
 };
 
 /* ---- output queues ---- */
@@ -379,7 +394,15 @@ struct request {
     char deny_details[160];
 
     /* rate_limit (ratelimited.c) */
-    uint32_t rate_delay_ms;     /* hold the request this long before its first attempt */
+    uint32_t rate_delay_ms; /* hold the request this long before its first attempt */
+    /* A shared (Redis) rate limit asked and not answered yet: the request
+     * is REQ_DELAYED until the answer (store_answered in ratelimited.c). */
+    bool store_pending;
+    struct store *store;
+    struct store_waiter store_wait;
+    const struct config_rate_limit *store_rl;
+    uint16_t store_key_len;
+    char store_key[LIMIT_STORE_KEY_MAX]; /* "policy|key", cut at the end when longer */
     uint16_t limit_headers_len; /* RateLimit-Policy and RateLimit lines, on every response */
     char limit_headers[224];
     char limit_details[160]; /* Proxy-Status details of a refusal (expose_details) */

@@ -4,11 +4,16 @@
  * the key and turns the verdict into what the client sees. */
 #include "proxy/proxy_internal.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "limit/ratelimit.h"
+
+/* A shared store's answer is awaited this long at most; then the request
+ * is decided locally and the store is retried once a second. */
+#define STORE_TIMEOUT_MS 100
 
 /* The client's address as text. The one place that says which address a
  * limit keys on: the socket peer now; the client named by a trusted proxy
@@ -54,47 +59,186 @@ static const char *key_kind(const struct config_rate_limit *rl)
                                         : "client_ip";
 }
 
-bool request_rate_limit(struct request *r, const struct http_request *hr)
+/* Refuse r with 429 for rl's verdict v. */
+static void refuse(struct request *r, const struct config_rate_limit *rl,
+                   const struct rate_verdict *v)
 {
     struct session *s = r->s;
-    const struct config_rate_limit *rl = r->route->rate_limit;
     const char *ip = rl_client_ip(r);
-    size_t ip_len = strlen(ip);
-    limit_hitters_note(ip, ip_len, false);
-    if (!rl)
-        return false;
-    struct limit_table *t = limit_shared_table(session_cfg(s)->rate_limit_table_size);
-    if (!t)
-        return false; /* no memory for the table: nothing is limited (logged at start) */
-    size_t len;
-    const char *key = rl_key_bytes(r, hr, rl, &len);
-    struct rate_verdict v;
-    limit_decide(t, rl, limit_key(rl, key, len), monotonic_ns(), &v);
-    if (rl->headers)
-        r->limit_headers_len =
-            (uint16_t)limit_rate_headers(r->limit_headers, sizeof(r->limit_headers), rl, &v);
-    if (v.allowed) {
-        if (v.delay_ns) {
-            r->rate_delay_ms = (uint32_t)((v.delay_ns + 999999) / 1000000);
-            limit_count_route(r->route->label, true);
-        }
-        return false;
-    }
     limit_count_route(r->route->label, false);
-    limit_hitters_note(ip, ip_len, true);
-    r->retry_after_s = (uint32_t)((v.retry_after_ns + 999999999ull) / 1000000000ull);
+    limit_hitters_note(ip, strlen(ip), true);
+    r->retry_after_s = (uint32_t)((v->retry_after_ns + 999999999ull) / 1000000000ull);
     snprintf(r->limit_details, sizeof(r->limit_details),
-             "rate limit %u/%s burst %u exceeded (key %s)", rl->rate, rl->period_s == 1 ? "s" : "m",
-             rl->burst, key_kind(rl));
+             "rate limit %u/%s burst %u exceeded (key %s%s)", rl->rate,
+             rl->period_s == 1 ? "s" : "m", rl->burst, key_kind(rl),
+             rl->store_addr.len ? (r->store ? ", shared" : ", local fallback") : "");
     /* The body is not read: the connection closes after the answer (as
      * for a 404). Without one it stays open: a client slowed down by 429s
      * should not also pay a new connection for each. */
     if (!r->req_body.done)
         s->closing = true;
     r->req_body.done = true;
+    r->continue_pending = false;
     r->cause = CAUSE_HTTP_REQUEST_DENIED;
     respond_local(r, 429, CAUSE_HTTP_REQUEST_DENIED);
+}
+
+/* The verdict's headers, and what follows: true when r was refused. */
+static bool apply(struct request *r, const struct config_rate_limit *rl,
+                  const struct rate_verdict *v)
+{
+    if (rl->headers)
+        r->limit_headers_len =
+            (uint16_t)limit_rate_headers(r->limit_headers, sizeof(r->limit_headers), rl, v);
+    if (v->allowed) {
+        if (v->delay_ns) {
+            r->rate_delay_ms = (uint32_t)((v->delay_ns + 999999) / 1000000);
+            limit_count_route(r->route->label, true);
+        }
+        return false;
+    }
+    refuse(r, rl, v);
     return true;
+}
+
+/* The worker's store for rl's Redis, made at first use; NULL when out of
+ * memory or too many distinct stores (then limits stay local). */
+static struct store *worker_store(struct worker *w, const struct config_rate_limit *rl)
+{
+    for (size_t i = 0; i < w->num_stores; i++)
+        if (w->stores[i].addr.len == rl->store_addr.len &&
+            memcmp(&w->stores[i].addr.ss, &rl->store_addr.ss, rl->store_addr.len) == 0)
+            return w->stores[i].st;
+    if (w->num_stores == WORKER_MAX_STORES)
+        return NULL;
+    struct store *st = store_new(w->loop, &rl->store_addr, STORE_TIMEOUT_MS);
+    if (!st)
+        return NULL;
+    w->stores[w->num_stores++] = (struct worker_store){.addr = rl->store_addr, .st = st};
+    return st;
+}
+
+/* Local GCRA: the table every worker of this process shares. false: no
+ * table (out of memory at start, logged): nothing is limited. */
+static bool decide_local(struct request *r, const struct config_rate_limit *rl, const char *key,
+                         size_t len, struct rate_verdict *v)
+{
+    struct limit_table *t = limit_shared_table(session_cfg(r->s)->rate_limit_table_size);
+    if (!t)
+        return false;
+    limit_decide(t, rl, limit_key(rl, key, len), monotonic_ns(), v);
+    return true;
+}
+
+/* The shared store answered (or gave up: decide locally). r is
+ * REQ_DELAYED with its forwarded head built, or still in request_start
+ * (never: store callbacks run from the loop, after request_start). */
+static void store_answered(struct store_waiter *wt, enum store_verdict sv, uint64_t wait_us)
+{
+    struct request *r = container_of(wt, struct request, store_wait);
+    struct session *s = r->s;
+    const struct config_rate_limit *rl = r->store_rl;
+    assert(r->store_pending && s->req == r);
+    r->store_pending = false;
+    struct rate_verdict v;
+    const uint64_t T = rl->interval_ns, tau = (uint64_t)rl->burst * T;
+    if (sv == STORE_UNAVAILABLE) {
+        r->store = NULL; /* says "local fallback" in a refusal's details */
+        if (!decide_local(r, rl, r->store_key, r->store_key_len, &v))
+            v = (struct rate_verdict){.allowed = true};
+    } else if (sv == STORE_ALLOW) {
+        uint64_t ahead = wait_us * 1000 + T; /* how far ahead of the rate, this one included */
+        v = (struct rate_verdict){
+            .allowed = true,
+            .delay_ns = rl->nodelay ? 0 : wait_us * 1000,
+            .remaining = ahead > tau + T ? 0 : (tau + T - ahead) / T,
+            .reset_ns = ahead,
+        };
+    } else {
+        v = (struct rate_verdict){
+            .allowed = false,
+            .retry_after_ns = wait_us * 1000,
+            .reset_ns = wait_us * 1000 + tau,
+        };
+    }
+    if (apply(r, rl, &v)) {
+        session_drive(s);
+        return;
+    }
+    if (r->rate_delay_ms) {
+        request_delay(r);
+        return;
+    }
+    r->state = REQ_FORWARD;
+    attempt_start(r);
+    session_drive(s);
+}
+
+/* "policy|key" into r->store_key; one too long keeps its start and a
+ * 64-bit hash of the whole, so distinct long keys stay distinct. */
+static void store_key(struct request *r, const struct config_rate_limit *rl, const char *key,
+                      size_t len)
+{
+    const char *name = rl->name ? rl->name : "";
+    size_t nlen = strlen(name);
+    const size_t cap = sizeof(r->store_key);
+    if (nlen + 1 + len <= cap) {
+        memcpy(r->store_key, name, nlen);
+        r->store_key[nlen] = '|';
+        memcpy(r->store_key + nlen + 1, key, len);
+        r->store_key_len = (uint16_t)(nlen + 1 + len);
+        return;
+    }
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < nlen; i++)
+        h = (h ^ (unsigned char)name[i]) * 1099511628211ULL;
+    h = (h ^ '|') * 1099511628211ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    /* 17 bytes of "#" and hex; the start of "policy|key" before them */
+    char whole[LIMIT_STORE_KEY_MAX];
+    int n = snprintf(whole, sizeof(whole), "%s|%.*s", name, (int)(len < cap ? len : cap), key);
+    size_t keep = cap - 17 < (size_t)n ? cap - 17 : (size_t)n;
+    memcpy(r->store_key, whole, keep);
+    char tail[18];
+    snprintf(tail, sizeof(tail), "#%016llx", (unsigned long long)h);
+    memcpy(r->store_key + keep, tail, 17);
+    r->store_key_len = (uint16_t)(keep + 17);
+}
+
+bool request_rate_limit(struct request *r, const struct http_request *hr)
+{
+    const struct config_rate_limit *rl = r->route->rate_limit;
+    const char *ip = rl_client_ip(r);
+    limit_hitters_note(ip, strlen(ip), false);
+    if (!rl)
+        return false;
+    size_t len;
+    const char *key = rl_key_bytes(r, hr, rl, &len);
+    if (rl->store_addr.len) {
+        /* One budget for every instance: Redis decides, with its clock. The
+         * key names the policy, so two policies never share a budget. The
+         * request waits for the answer (one round trip, pipelined with the
+         * others of this loop turn) once its head is built. */
+        store_key(r, rl, key, len);
+        struct store *st = worker_store(r->s->w, rl);
+        r->store_wait.cb = store_answered;
+        if (st && store_gcra(st, r->store_key, r->store_key_len, rl->interval_ns / 1000,
+                             (uint64_t)rl->burst * rl->interval_ns / 1000, &r->store_wait) == 0) {
+            r->store = st;
+            r->store_rl = rl;
+            r->store_pending = true;
+            return false;
+        }
+        /* Redis down (retried once a second) or too busy: local, at once,
+         * on the same key as a fallback after a timeout. */
+        key = r->store_key;
+        len = r->store_key_len;
+    }
+    struct rate_verdict v;
+    if (!decide_local(r, rl, key, len, &v))
+        return false;
+    return apply(r, rl, &v);
 }
 
 static void delay_done(struct timer *tm)

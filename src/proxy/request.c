@@ -135,6 +135,10 @@ void request_end(struct request *r, enum request_ending how)
     if (r->waiter.queued)
         upstream_unwait(r->group, &r->waiter);
     loop_timer_cancel(session_loop(s), &r->at.timer);
+    if (r->store_pending) {
+        store_cancel(r->store, &r->store_wait);
+        r->store_pending = false;
+    }
     bool reusable = how == END_COMPLETE && r->at.uc && r->ex->reusable(r);
     if (reusable && (r->ka_timeout_s || r->ka_max))
         upstream_conn_keepalive_hint(r->at.uc, r->ka_timeout_s, r->ka_max);
@@ -463,7 +467,9 @@ void request_start(struct session *s, struct request *r, const struct http_reque
         r->continue_pending = true;
     if (s->w->draining)
         s->closing = true;
-    if (r->rate_delay_ms)
+    if (r->store_pending)
+        r->state = REQ_DELAYED; /* a shared rate limit answers first (store_answered) */
+    else if (r->rate_delay_ms)
         request_delay(r); /* rate_limit nodelay false: attempt_start when its turn comes */
     else
         attempt_start(r);

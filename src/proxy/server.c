@@ -373,6 +373,9 @@ static void worker_teardown(struct worker *w)
         w->free_requests = r->next_free;
         free(r);
     }
+    for (size_t i = 0; i < w->num_stores; i++)
+        store_free(w->stores[i].st);
+    w->num_stores = 0;
     buf_free_all();
 }
 
