@@ -31,6 +31,9 @@ static _Atomic uint32_t reclaim_mark;
 /* Connections in some worker's header list: compared with header_cap. */
 static _Atomic uint32_t header_conns;
 
+/* The least max_header_connections: auto gives (see defence_configure). */
+#define AUTO_HEADER_FLOOR 256
+
 void defence_configure(const struct config *cfg, uint64_t fd_limit)
 {
     /* Each proxied request holds a client and an upstream descriptor: without
@@ -38,8 +41,12 @@ void defence_configure(const struct config *cfg, uint64_t fd_limit)
     uint64_t capacity = cfg->max_connections ? cfg->max_connections : fd_limit / 2;
     if (capacity > UINT32_MAX)
         capacity = UINT32_MAX;
+    /* auto: half the capacity, but never below 256 (or the capacity when
+     * smaller): with a small max_connections, half would close a normal
+     * client's connection that was merely accepted before its first bytes. */
+    uint64_t floor = capacity < AUTO_HEADER_FLOOR ? capacity : AUTO_HEADER_FLOOR;
     uint64_t cap = cfg->max_header_connections == CONFIG_AUTO
-                       ? capacity / 2
+                       ? (capacity / 2 > floor ? capacity / 2 : floor)
                        : (uint64_t)cfg->max_header_connections;
     if (cfg->max_header_connections == CONFIG_AUTO && capacity && cap == 0)
         cap = 1;
