@@ -1,5 +1,6 @@
-/* A request meets its route's rate limit: counted for the heavy hitters,
- * then passed, held to the rate (nodelay false), or refused with 429.
+/* A request meets its route's rate limit: passed, held to the rate
+ * (nodelay false), or refused with 429 (a refusal counted for the heavy
+ * hitters; request_start counts every request there).
  * The decision itself is src/limit's (limit_decide); this file only finds
  * the key and turns the verdict into what the client sees. */
 #include "proxy/proxy_internal.h"
@@ -58,9 +59,6 @@ bool request_rate_limit(struct request *r, const struct http_request *hr)
 {
     struct session *s = r->s;
     const struct config_rate_limit *rl = r->route->rate_limit;
-    const char *ip = rl_client_ip(r);
-    size_t ip_len = strlen(ip);
-    limit_hitters_note(ip, ip_len, false);
     if (!rl)
         return false;
     struct limit_table *t = limit_shared_table(session_cfg(s)->rate_limit_table_size);
@@ -81,7 +79,8 @@ bool request_rate_limit(struct request *r, const struct http_request *hr)
         return false;
     }
     limit_count_route(r->route->label, false);
-    limit_hitters_note(ip, ip_len, true);
+    const char *ip = rl_client_ip(r);
+    limit_hitters_note(ip, strlen(ip), true);
     r->retry_after_s = (uint32_t)((v.retry_after_ns + 999999999ull) / 1000000000ull);
     snprintf(r->limit_details, sizeof(r->limit_details),
              "rate limit %u/%s burst %u exceeded (key %s)", rl->rate, rl->period_s == 1 ? "s" : "m",
