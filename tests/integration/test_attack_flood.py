@@ -149,3 +149,231 @@ def test_denied_clients_show_in_the_heavy_hitters(bulwark, origin):
                      re.M), text
     assert re.search(r'^bulwark_top_client_requests\{client="127\.0\.0\.3"\} [1-9]', text,
                      re.M), text
+
+
+# ---- PROXY protocol edge cases ----
+
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2(cmd=0x21, fam=0x11, src="203.0.113.7", dst="127.0.0.1", sport=4000, dport=80,
+       tlvs=b"", block=None):
+    if block is None:
+        block = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+    block += tlvs
+    return V2_SIG + bytes([cmd, fam]) + struct.pack("!H", len(block)) + block
+
+
+def proxy_config(o, aport, extra=""):
+    return config(o, aport, listen='[{address: "127.0.0.1:{port}", proxy_protocol: true}]',
+                  extra_top='trusted_proxies: ["127.0.0.2/32"]\n' + extra)
+
+
+def test_proxy_header_edge_cases(bulwark, origin):
+    o = origin()
+    aport = free_port()
+    b = bulwark(proxy_config(o, aport, 'conn_limit: {connections: 5, requests: 5}\n'))
+    # v2 with TLVs (ALPN, authority, NOOP padding) and the request in the same packet
+    tlvs = b"\x01\x00\x02h2" + b"\x02\x00\x09localhost" + b"\x04\x00\x10" + b"\x00" * 16
+    r = get(b.port, "/echo?p1", source="127.0.0.2", prefix=v2(tlvs=tlvs))
+    assert r.status == 200
+    assert access_client(b, "p1") == "203.0.113.7"
+    # v1 dripped one byte at a time, then the request
+    c = connect(b.port, "127.0.0.2")
+    for ch in b"PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n":
+        c.sock.sendall(bytes([ch]))
+        time.sleep(0.002)
+    c.sock.sendall(req("/echo?p2"))
+    assert read_response(c).status == 200
+    c.sock.close()
+    assert access_client(b, "p2") == "198.51.100.4"
+    # LOCAL over AF_UNIX (216-byte address block): the peer keeps its own address
+    r = get(b.port, "/echo?p3", source="127.0.0.2",
+            prefix=v2(cmd=0x20, fam=0x31, block=b"\x00" * 216))
+    assert r.status == 200
+    assert access_client(b, "p3") == "127.0.0.2"
+    # the longest header we accept (2048 bytes of address block and TLVs)
+    r = get(b.port, "/echo?p4", source="127.0.0.2",
+            prefix=v2(tlvs=b"\x04" + struct.pack("!H", 2048 - 12 - 3) + b"\x00" * (2048 - 15)))
+    assert r.status == 200
+    # one byte more is refused without an answer
+    c = connect(b.port, "127.0.0.2")
+    c.sock.sendall(v2(tlvs=b"\x04" + struct.pack("!H", 2049 - 15) + b"\x00" * (2049 - 15)))
+    assert is_closed(c)
+    c.sock.close()
+    # PROXY over AF_UNIX with the PROXY command: refused
+    c = connect(b.port, "127.0.0.2")
+    c.sock.sendall(v2(cmd=0x21, fam=0x31, block=b"\x00" * 216) + req("/echo?p5"))
+    assert is_closed(c)
+    c.sock.close()
+    # two PROXY headers: the second is HTTP garbage, 400
+    r = get(b.port, "/echo?p6", source="127.0.0.2",
+            prefix=b"PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n"
+                   b"PROXY TCP4 127.0.0.9 127.0.0.1 5555 80\r\n")
+    assert r.status == 400
+    assert len(o.requests) == 4
+    gauges_back_to_zero(aport)
+
+
+def test_proxy_header_on_a_plain_listener_is_a_bad_request(bulwark, origin):
+    o = origin()
+    aport = free_port()
+    b = bulwark(config(o, aport, extra_top='trusted_proxies: ["127.0.0.2/32"]\n'))
+    r = get(b.port, "/echo", source="127.0.0.2",
+            prefix=b"PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n")
+    assert r.status == 400
+    c = connect(b.port, "127.0.0.2")
+    c.sock.sendall(v2() + req("/echo"))
+    assert read_response(c).status == 400
+    c.sock.close()
+    assert len(o.requests) == 0
+
+
+# ---- conn_limit counters return to zero ----
+
+class Gate:
+    """An origin handler that holds each request until released."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.arrived = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, c, o):
+        while True:
+            method, target, version, headers = read_request(c)
+            for _ in iter_body(c, headers):
+                pass
+            with self.lock:
+                self.arrived += 1
+            if not target.startswith("/fast"):
+                self.release.wait(30)
+            body = b"ok"
+            c.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n" + body)
+
+
+def rst_close(c):
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.sock.close()
+
+
+def test_conn_limit_counters_return_to_zero_after_abuse(bulwark, origin):
+    gate = Gate()
+    o = origin(gate)
+    aport = free_port()
+    b = bulwark(config(o, aport, extra_top="conn_limit: {connections: 3, requests: 2}\n",
+                       routes="routes:\n  - upstream: app\n    conn_limit: {requests: 1}\n"))
+    # a reset in the middle of a request held by the origin
+    c = connect(b.port)
+    c.sock.sendall(req("/slow1", close=False))
+    wait_for(lambda: gate.arrived >= 1, "the request at the origin")
+    assert metric(aport, "bulwark_conn_limit_requests") == 2  # top level and route
+    rst_close(c)
+    wait_for(lambda: metric(aport, "bulwark_conn_limit_requests") == 0, "requests released")
+    # pipelined: the second waits its turn, the third is over the connection count
+    c = connect(b.port)
+    c.sock.sendall(req("/fast1", close=False) + req("/fast2", close=False) + req("/fast3"))
+    for _ in range(3):
+        assert read_response(c).status == 200
+    c.sock.close()
+    # a reset with a partial pipelined head and a body half sent
+    c = connect(b.port)
+    c.sock.sendall(req("/fast4", close=False) + b"POST /x HTTP/1.1\r\nHost: t\r\n"
+                   b"Content-Length: 100\r\n\r\n" + b"a" * 10)
+    assert read_response(c).status == 200
+    rst_close(c)
+    # a reload in the middle of a held request that turns conn_limit off
+    c = connect(b.port)
+    c.sock.sendall(req("/slow2"))
+    wait_for(lambda: gate.arrived >= 6, "the request at the origin")
+    cfg = config(o, aport)
+    assert b.reload(cfg)
+    gate.release.set()
+    assert read_response(c).status == 200
+    c.sock.close()
+    gauges_back_to_zero(aport)
+
+
+def ws_open(port, path="/ws/x"):
+    c = connect(port)
+    c.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    r = read_response(c)
+    assert r.status == 101, r
+    return c
+
+
+def test_conn_limit_counters_return_to_zero_after_websocket_tunnels(bulwark, origin):
+    from origins import ws_client_frame, ws_read_server_frame
+    o = origin()
+    aport = free_port()
+    b = bulwark(config(o, aport, extra_top="conn_limit: {connections: 4, requests: 2}\n"))
+    a = ws_open(b.port)
+    a.sock.sendall(ws_client_frame(1, b"hi"))
+    assert ws_read_server_frame(a)[2] == b"hi"
+    bb = ws_open(b.port)
+    assert metric(aport, "bulwark_conn_limit_requests") == 2
+    # a third tunnel is one request too many
+    c = connect(b.port)
+    c.sock.sendall(req("/echo"))
+    assert read_response(c).status == 429
+    c.sock.close()
+    rst_close(a)              # reset in the middle of the tunnel
+    bb.sock.shutdown(socket.SHUT_WR)  # half-close: the origin closes in turn
+    assert is_closed(bb, timeout=20)
+    bb.sock.close()
+    gauges_back_to_zero(aport)
+
+
+def test_sigterm_drains_delayed_requests(bulwark, origin):
+    """Requests held by nodelay: false when SIGTERM comes are served (Connection:
+    close), not dropped, and the process exits 0 once they are."""
+    o = origin()
+    aport = free_port()
+    b = bulwark(config(o, aport, extra_top='rate_limit: {rate: "2/s", burst: 6}\n'
+                                           "shutdown_timeout: 20s\n"))
+    conns = []
+    for i in range(5):
+        c = connect(b.port)
+        c.sock.sendall(req(f"/echo?d{i}", close=False))
+        conns.append(c)
+    wait_for(lambda: len(o.requests) >= 1, "the first request served")
+    b.proc.send_signal(15)
+    assert read_response(conns[0]).status == 200  # served before the signal
+    for c in conns[1:]:
+        r = read_response(c)
+        assert r.status == 200, r
+        assert r.header("Connection", "").lower() == "close"
+        assert is_closed(c)
+    for c in conns:
+        c.sock.close()
+    assert b.proc.wait(30) == 0
+    assert len(o.requests) == 5
+
+
+def test_many_delayed_clients_leave_no_state(bulwark, origin):
+    """200 connections each with a request held by nodelay: false and closed
+    (reset or FIN) while held: every one ends, no descriptor or counter stays."""
+    import os
+    o = origin()
+    aport = free_port()
+    b = bulwark(config(o, aport, extra_top='rate_limit: {rate: "2/s", burst: 500, key: route}\n'
+                                           "conn_limit: {connections: 300, requests: 300}\n"))
+    assert get(b.port, "/echo").status == 200
+    fds_before = len(os.listdir(f"/proc/{b.pid}/fd"))
+    conns = []
+    for i in range(200):
+        c = connect(b.port, source=f"127.0.0.{2 + i % 8}")
+        c.sock.sendall(req(f"/echo?h{i}", close=False))
+        conns.append(c)
+    wait_for(lambda: metric(aport, "bulwark_conn_limit_requests") == 200, "200 held requests")
+    for i, c in enumerate(conns):
+        if i % 2:
+            rst_close(c)
+        else:
+            c.sock.close()
+    gauges_back_to_zero(aport)
+    wait_for(lambda: metric(aport, "bulwark_client_connections") == 0, "connections closed")
+    wait_for(lambda: len(os.listdir(f"/proc/{b.pid}/fd")) <= fds_before, "descriptors back")
+    assert len(o.requests) <= 3
