@@ -282,6 +282,9 @@ def test_conn_limit_counters_return_to_zero_after_abuse(bulwark, origin):
                    b"Content-Length: 100\r\n\r\n" + b"a" * 10)
     assert read_response(c).status == 200
     rst_close(c)
+    # (the reset reaches the other worker asynchronously: until it does, POST /x is
+    # in progress and a new request is one too many)
+    wait_for(lambda: metric(aport, "bulwark_conn_limit_requests") == 0, "requests released")
     # a reload in the middle of a held request that turns conn_limit off
     c = connect(b.port)
     c.sock.sendall(req("/slow2"))
