@@ -26,8 +26,9 @@ static uint64_t monotonic_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* The bytes rl keys on. A header key the request lacks falls back to the
- * client's address: leaving the header out must not escape the limit. */
+/* The bytes rl keys on. A header key the request lacks (or sends more than
+ * once) falls back to the client's address: leaving the header out must not
+ * escape the limit. */
 static const char *rl_key_bytes(const struct request *r, const struct http_request *hr,
                                 const struct config_rate_limit *rl, size_t *len)
 {
@@ -38,7 +39,11 @@ static const char *rl_key_bytes(const struct request *r, const struct http_reque
     if (rl->key == RATE_KEY_HEADER) {
         const struct http_header *h =
             http_find_header(hr->headers, hr->num_headers, rl->key_header);
-        if (h) {
+        /* Sent twice, the header is no key: a fresh first value before the
+         * one the application reads (many take the last) would escape the
+         * limit with every request. Such a request is keyed on its client. */
+        if (h && !http_find_header(h + 1, (size_t)(hr->headers + hr->num_headers - (h + 1)),
+                                   rl->key_header)) {
             *len = h->value_len;
             return h->value;
         }

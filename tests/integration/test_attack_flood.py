@@ -380,3 +380,21 @@ def test_many_delayed_clients_leave_no_state(bulwark, origin):
     wait_for(lambda: metric(aport, "bulwark_client_connections") == 0, "connections closed")
     wait_for(lambda: len(os.listdir(f"/proc/{b.pid}/fd")) <= fds_before, "descriptors back")
     assert len(o.requests) <= 3
+
+
+def test_a_duplicated_key_header_does_not_escape_the_rate_limit(bulwark, origin):
+    """key: header:X-Api-Key. A client with one real key sends a fresh value first and
+    its real key last (the one many applications read): each request had a new key and
+    was never limited. A header sent twice keys the request on its client address."""
+    o = origin()
+    aport = free_port()
+    b = bulwark(config(o, aport, routes="routes:\n  - upstream: app\n"
+                       '    rate_limit: {rate: "1/m", burst: 1, nodelay: true, '
+                       'key: "header:X-Api-Key"}\n'))
+    statuses = [get(b.port, "/echo", source="127.0.0.5",
+                    headers=[("X-Api-Key", f"fresh{i}"), ("X-Api-Key", "real")]).status
+                for i in range(4)]
+    assert statuses == [200, 200, 429, 429], statuses
+    # one header: its value is the key, whatever the address
+    assert get(b.port, "/echo", source="127.0.0.5",
+               headers=[("X-Api-Key", "other")]).status == 200
