@@ -336,20 +336,24 @@ def test_sigterm_drains_delayed_requests(bulwark, origin):
     aport = free_port()
     b = bulwark(config(o, aport, extra_top='rate_limit: {rate: "2/s", burst: 6}\n'
                                            "shutdown_timeout: 20s\n"))
+    assert get(b.port, "/echo?d0").status == 200  # the burst's first: not held
     conns = []
-    for i in range(5):
+    for i in range(1, 5):
         c = connect(b.port)
         c.sock.sendall(req(f"/echo?d{i}", close=False))
         conns.append(c)
-    wait_for(lambda: len(o.requests) >= 1, "the first request served")
+
+    def delayed():
+        m = re.search(r"^bulwark_rate_limit_delayed_total\{[^}]*\} (\d+)$",
+                      admin_get(aport, "/metrics"), re.M)
+        return m and int(m.group(1)) == 4
+    wait_for(delayed, "4 requests held")
     b.proc.send_signal(15)
-    assert read_response(conns[0]).status == 200  # served before the signal
-    for c in conns[1:]:
+    for c in conns:
         r = read_response(c)
         assert r.status == 200, r
         assert r.header("Connection", "").lower() == "close"
         assert is_closed(c)
-    for c in conns:
         c.sock.close()
     assert b.proc.wait(30) == 0
     assert len(o.requests) == 5
