@@ -1,5 +1,6 @@
-/* A request meets its route's rate limit: counted for the heavy hitters,
- * then passed, held to the rate (nodelay false), or refused with 429.
+/* A request meets its route's rate limit: passed, held to the rate
+ * (nodelay false), or refused with 429 (a refusal counted for the heavy
+ * hitters; request_start counts every request there).
  * The decision itself is src/limit's (limit_decide); this file only finds
  * the key and turns the verdict into what the client sees. */
 #include "proxy/proxy_internal.h"
@@ -30,8 +31,9 @@ static uint64_t monotonic_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* The bytes rl keys on. A header key the request lacks falls back to the
- * client's address: leaving the header out must not escape the limit. */
+/* The bytes rl keys on. A header key the request lacks (or sends more than
+ * once) falls back to the client's address: leaving the header out must not
+ * escape the limit. */
 static const char *rl_key_bytes(const struct request *r, const struct http_request *hr,
                                 const struct config_rate_limit *rl, size_t *len)
 {
@@ -42,7 +44,11 @@ static const char *rl_key_bytes(const struct request *r, const struct http_reque
     if (rl->key == RATE_KEY_HEADER) {
         const struct http_header *h =
             http_find_header(hr->headers, hr->num_headers, rl->key_header);
-        if (h) {
+        /* Sent twice, the header is no key: a fresh first value before the
+         * one the application reads (many take the last) would escape the
+         * limit with every request. Such a request is keyed on its client. */
+        if (h && !http_find_header(h + 1, (size_t)(hr->headers + hr->num_headers - (h + 1)),
+                                   rl->key_header)) {
             *len = h->value_len;
             return h->value;
         }
@@ -209,8 +215,6 @@ static void store_key(struct request *r, const struct config_rate_limit *rl, con
 bool request_rate_limit(struct request *r, const struct http_request *hr)
 {
     const struct config_rate_limit *rl = r->route->rate_limit;
-    const char *ip = rl_client_ip(r);
-    limit_hitters_note(ip, strlen(ip), false);
     if (!rl)
         return false;
     size_t len;

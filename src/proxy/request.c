@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "limit/ratelimit.h"
+
 /* Requests kept for reuse per worker. */
 #define REQUEST_FREE_RESERVE 64
 
@@ -296,6 +298,7 @@ static void request_deny(struct request *r, int status, enum limit_denial why)
         s->closing = true; /* we will not read the body */
     r->req_body.done = true;
     limit_count_denied(why);
+    limit_hitters_note(r->client_ip, strlen(r->client_ip), true);
     log_info("denied request from %s with %d: %s; client=%s reason=%s rid=%s", r->client_ip, status,
              r->deny_details, r->client_ip, limit_denial_name(why), r->rid);
     r->cause = CAUSE_HTTP_REQUEST_DENIED;
@@ -389,6 +392,10 @@ void request_start(struct session *s, struct request *r, const struct http_reque
 {
     const struct config *cfg = session_cfg(s);
     request_identify(r, hr);
+    /* Every request counts for the heavy hitters, refused or not: a client
+     * refused by deny or conn_limit must be named as much as one over its
+     * rate (request_deny and the rate limit count the refusals). */
+    limit_hitters_note(r->client_ip, strlen(r->client_ip), false);
     r->method = hr->method_id;
     r->minor_version = hr->minor_version;
     r->client_keep_alive = hr->keep_alive;

@@ -215,7 +215,9 @@ static bool session_read_proxy(struct session *s)
     for (;;) {
         struct proxy_header ph;
         const char *why = NULL;
-        int n = proxy_parse(buf_head(&s->in), buf_len(&s->in), &ph, &why);
+        /* Nothing read yet: no block either (buf_head would be NULL + 0). */
+        int n = buf_len(&s->in) ? proxy_parse(buf_head(&s->in), buf_len(&s->in), &ph, &why)
+                                : PROXY_INCOMPLETE;
         if (n == PROXY_INVALID) {
             proxy_refused(s, why);
             return true;
