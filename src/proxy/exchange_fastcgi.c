@@ -82,11 +82,20 @@ static bool header_passed(const struct http_request *hr, const struct http_heade
     if (http_name_is(h, "Proxy") || http_name_is(h, "Content-Type") ||
         http_name_is(h, "Content-Length") || http_name_is(h, "X-Request-Id"))
         return false;
-    /* "X_Forwarded_For" would become the same param as "X-Forwarded-For":
-     * a client could smuggle a value past whatever checks the real one
-     * (nginx drops such fields too: underscores_in_headers off). */
-    if (memchr(h->name, '_', h->name_len) || h->name_len + 5 > FCGI_MAX_PARAM_NAME)
+    /* Only letters, digits and "-": "X_Forwarded_For" would become the
+     * same param as "X-Forwarded-For", and PHP turns "." (and " ", "[")
+     * in a variable name into "_", so "X.Request.Id" would override our
+     * HTTP_X_REQUEST_ID and "Content.Length" pass as HTTP_CONTENT_LENGTH.
+     * nginx drops such fields too (ignore_invalid_headers,
+     * underscores_in_headers off). */
+    if (h->name_len + 5 > FCGI_MAX_PARAM_NAME)
         return false;
+    for (size_t i = 0; i < h->name_len; i++) {
+        char c = h->name[i];
+        if (!(c == '-' || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+              (c >= 'a' && c <= 'z')))
+            return false;
+    }
     return !http_is_hop_by_hop(h, hr->headers, hr->num_headers);
 }
 
