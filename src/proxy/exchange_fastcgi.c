@@ -270,10 +270,6 @@ static int fcgi_build_request(struct request *r, const struct http_request *hr, 
         return refuse(r, 400, CAUSE_HTTP_REQUEST_ERROR,
                       "bad percent escape or NUL byte in the FastCGI script path");
     size_t uri_len = (size_t)n;
-    if (uri[uri_len - 1] == '/') {
-        memcpy(uri + uri_len, rt->index, index_len + 1);
-        uri_len += index_len;
-    }
 
     const char *script = uri, *path_info = "";
     size_t script_len = uri_len, path_info_len = 0;
@@ -284,6 +280,18 @@ static int fcgi_build_request(struct request *r, const struct http_request *hr, 
         script_len = (size_t)(m[1].rm_eo - m[1].rm_so);
         path_info = uri + m[2].rm_so;
         path_info_len = (size_t)(m[2].rm_eo - m[2].rm_so);
+    }
+    /* index goes on a script name ending in "/", after the split (as
+     * nginx's fastcgi_index): "/a.php/" is a.php with PATH_INFO "/", not
+     * a.php with PATH_INFO "/index.php". */
+    char indexed[PATH_MAX];
+    if (script_len && script[script_len - 1] == '/') {
+        if (script_len + index_len >= sizeof(indexed))
+            return refuse(r, 414, CAUSE_HTTP_REQUEST_ERROR, "FastCGI script path too long");
+        memcpy(indexed, script, script_len);
+        memcpy(indexed + script_len, rt->index, index_len + 1);
+        script = indexed;
+        script_len += index_len;
     }
     if (script_len == 0 || script[0] != '/') {
         snprintf(why, sizeof(why), "split_path_info gave script name \"%.*s\", not a path",
@@ -332,9 +340,13 @@ static int fcgi_build_request(struct request *r, const struct http_request *hr, 
         put_param_u64(&w, "CONTENT_LENGTH", hr->content_length);
     else
         put_param_s(&w, "CONTENT_LENGTH", "");
-    /* REQUEST_URI as the client sent it; DOCUMENT_URI decoded and normalised */
+    /* REQUEST_URI as the client sent it; DOCUMENT_URI decoded and
+     * normalised, with the index a directory got */
     put_param(&w, "REQUEST_URI", 11, req_uri_len ? req_uri : "/", req_uri_len ? req_uri_len : 1);
-    put_param(&w, "DOCUMENT_URI", 12, uri, uri_len);
+    char doc_uri[2 * PATH_MAX];
+    int dl = snprintf(doc_uri, sizeof(doc_uri), "%.*s%.*s", (int)script_len, script,
+                      (int)path_info_len, path_info);
+    put_param(&w, "DOCUMENT_URI", 12, doc_uri, dl > 0 ? (size_t)dl : 0);
     put_param_s(&w, "DOCUMENT_ROOT", rt->root[0] ? rt->root : "/");
     put_param_s(&w, "SERVER_PROTOCOL", hr->minor_version ? "HTTP/1.1" : "HTTP/1.0");
     put_param_s(&w, "REQUEST_SCHEME", "http");

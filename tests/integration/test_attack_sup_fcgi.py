@@ -149,3 +149,32 @@ def test_dotted_field_names_do_not_override_params(bulwark, tmp_path):
         assert env["HTTP_X_OK"] == "yes"
     finally:
         f.stop()
+
+
+OK = rec(6, b"Content-Type: text/plain\r\n\r\nok") + rec(6, b"") + end()
+
+
+def get(port, target="/a.php", method="GET", headers=""):
+    c = client(port, timeout=20)
+    c.sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n"
+                   f"\r\n".encode())
+    r = read_response(c, method)
+    c.sock.close()
+    return r
+
+
+def test_index_goes_on_the_script_name_after_the_split(bulwark, fake, tmp_path):
+    """Finding: index was appended to the path before split_path_info, so "/a.php/" ran
+    a.php with PATH_INFO "/index.php" (nginx: "/"). Fix: split first, then a script name
+    ending in "/" gets the index."""
+    f = fake(reply(OK, keep=True))
+    b = bulwark(fake_config(f, tmp_path))
+    want = {"/a.php/": ("/a.php", "/", "/a.php/"),
+            "/a.php/b/": ("/a.php", "/b/", "/a.php/b/"),
+            "/dir/": ("/dir/index.php", "", "/dir/index.php"),
+            "/": ("/index.php", "", "/index.php")}
+    for target, (script, info, doc) in want.items():
+        assert get(b.port, target).status == 200
+        p = dict(parse_params(f.requests[-1]))
+        assert (p["SCRIPT_NAME"], p["PATH_INFO"], p["DOCUMENT_URI"]) == (script, info, doc), target
+        assert p["SCRIPT_FILENAME"] == f"{tmp_path}{script}"
