@@ -4,6 +4,7 @@ from outside: the real binary, raw sockets, the real php-fpm from Debian and a
 scripted fake FastCGI server sending hostile records. Each test is a finding or a
 probe that held; the finding's fix is named in its docstring."""
 import json
+import sys
 import os
 import socket
 import struct
@@ -12,7 +13,8 @@ import time
 
 import pytest
 
-from origins import client, read_response, wait_for
+from origins import client, free_port, read_response, wait_for
+from origins.faulty import fetch
 from test_fastcgi import FPM, Fpm, config, request
 
 STDIN_END = b"\x01\x05\x00\x01\x00\x00\x00\x00"
@@ -178,3 +180,84 @@ def test_index_goes_on_the_script_name_after_the_split(bulwark, fake, tmp_path):
         p = dict(parse_params(f.requests[-1]))
         assert (p["SCRIPT_NAME"], p["PATH_INFO"], p["DOCUMENT_URI"]) == (script, info, doc), target
         assert p["SCRIPT_FILENAME"] == f"{tmp_path}{script}"
+
+
+# ---- the supervisor ----
+
+# An HTTP server that answers its version (argv[2]) and pid; it listens only after
+# argv[3] seconds, so a rolling restart spends that long waiting for it to be ready.
+SLOW_PROGRAM = r'''
+import json, os, socket, sys, time
+port, version, delay = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+time.sleep(delay)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = c.recv(65536)
+        if not d:
+            break
+        data += d
+    if b"\r\n\r\n" in data:
+        body = json.dumps({"pid": os.getpid(), "version": version}).encode()
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                  % len(body) + body)
+    c.close()
+'''
+
+TOKEN = "s3cret"
+
+
+def sup_config(port, progs, aport, token=TOKEN, servers=None):
+    srv = ", ".join(f'"{s}"' for s in (servers or [f"127.0.0.1:{port}"]))
+    return (f'workers: 1\nlisten: ["127.0.0.1:{{port}}"]\n'
+            f'admin: {{address: "127.0.0.1:{aport}", token: "{token}"}}\n'
+            f"upstreams:\n  app:\n    servers: [{srv}]\n"
+            "    connect_timeout: 1s\n    read_timeout: 5s\n    retries: 2\n"
+            "routes:\n  - upstream: app\n"
+            f"programs:\n{progs}")
+
+
+def slow_prog(name, path, port, version, delay="0", extra=""):
+    args = ", ".join(json.dumps(a) for a in [sys.executable, str(path), str(port), version, delay])
+    return (f"  {name}:\n    command: [{args}]\n    upstream: app\n"
+            f'    server: "127.0.0.1:{port}"\n    ready_timeout: 20s\n    stop_timeout: 5s\n'
+            + "".join(f"    {line}\n" for line in extra.splitlines() if line))
+
+
+def admin_req(port, path, method="GET", token=TOKEN, headers=()):
+    hs = list(headers) + ([("Authorization", f"Bearer {token}")] if token else [])
+    return fetch(port, path, method=method, headers=hs)
+
+
+def programs(aport):
+    r = admin_req(aport, "/status")
+    assert r.status == 200, r.head
+    return json.loads(r.data)["programs"]
+
+
+def serving(port, version):
+    r = fetch(port, "/", timeout=10)
+    return r.status == 200 and json.loads(r.body)["version"] == version
+
+
+def test_reload_while_the_replacement_starts_is_not_lost(bulwark, tmp_path):
+    """Finding: a reload that changed a program while its rolling restart waited for the
+    replacement to be ready (ROLL_READY) stored the new definition but never restarted
+    it again: after a SIGHUP storm the program ran an older version for good. Fix: a
+    change that arrives in that phase queues another restart."""
+    prog = tmp_path / "slow.py"
+    prog.write_text(SLOW_PROGRAM)
+    port, aport = free_port(), free_port()
+    b = bulwark(sup_config(port, slow_prog("web", prog, port, "v1"), aport))
+    wait_for(lambda: serving(b.port, "v1"), "v1 serving")
+    assert b.reload(sup_config(port, slow_prog("web", prog, port, "v2", "1.5"), aport))
+    b.wait_log(r"program web started: pid=\d+ command=\S+ restarts=1")
+    # v2 sleeps before it listens: the rolling restart waits for it to be ready
+    assert b.reload(sup_config(port, slow_prog("web", prog, port, "v3"), aport))
+    wait_for(lambda: serving(b.port, "v3"), "the last definition (v3) to serve", 30)
+    assert programs(aport)["web"]["state"] == "RUNNING"
