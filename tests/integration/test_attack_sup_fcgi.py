@@ -4,10 +4,10 @@ from outside: the real binary, raw sockets, the real php-fpm from Debian and a
 scripted fake FastCGI server sending hostile records. Each test is a finding or a
 probe that held; the finding's fix is named in its docstring."""
 import json
-import sys
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 
@@ -261,3 +261,168 @@ def test_reload_while_the_replacement_starts_is_not_lost(bulwark, tmp_path):
     assert b.reload(sup_config(port, slow_prog("web", prog, port, "v3"), aport))
     wait_for(lambda: serving(b.port, "v3"), "the last definition (v3) to serve", 30)
     assert programs(aport)["web"]["state"] == "RUNNING"
+
+
+def test_odd_programs_are_handled(bulwark, origin, tmp_path):
+    """Held: a program that forks a daemon and exits 0 (the daemon dies with it), one
+    that closes stdout and stderr (no busy loop on the hung-up pipes), one that prints
+    binary garbage (/status stays valid JSON), one that ignores SIGTERM (SIGKILL after
+    stop_timeout), and commands that do not exist (FATAL after max_restarts)."""
+    o = origin()
+    aport = free_port()
+    (tmp_path / "daemon.sh").write_text(
+        f"#!/bin/sh\n(sleep 1000 & echo $! > {tmp_path}/dpid.tmp; "
+        f"mv {tmp_path}/dpid.tmp {tmp_path}/dpid) &\n"
+        f"while [ ! -e {tmp_path}/dpid ]; do sleep 0.01; done\nexit 0\n")
+    (tmp_path / "closer.py").write_text("import os, time\nos.close(1); os.close(2)\n"
+                                        "time.sleep(1000)\n")
+    (tmp_path / "garbage.py").write_text(
+        "import sys, time\nsys.stderr.buffer.write(bytes(range(256)) * 4 + b'\\n\\xff\"\\\\end\\n')\n"
+        "sys.stderr.flush()\ntime.sleep(1000)\n")
+    (tmp_path / "noterm.py").write_text(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "open(__file__ + '.ready', 'w').close()\ntime.sleep(1000)\n")
+    py = sys.executable
+    progs = (f'  daemon:\n    command: [/bin/sh, "{tmp_path}/daemon.sh"]\n    restart: on-failure\n'
+             f'  closer:\n    command: ["{py}", "{tmp_path}/closer.py"]\n'
+             f'  garbage:\n    command: ["{py}", "{tmp_path}/garbage.py"]\n'
+             f'  noterm:\n    command: ["{py}", "{tmp_path}/noterm.py"]\n    stop_timeout: 1s\n'
+             f'  missing:\n    command: ["/nonexistent/bin/x"]\n'
+             "    backoff: {initial: 50ms, max: 100ms}\n    max_restarts: 2\n")
+    b = bulwark(sup_config(o.port, progs, aport, servers=[f"127.0.0.1:{o.port}"]))
+
+    def settled():
+        st = programs(aport)
+        return st if (st["daemon"]["state"] == "EXITED" and st["missing"]["state"] == "FATAL"
+                      and any(line.endswith("end") for line in st["garbage"]["last_stderr"])
+                      and os.path.exists(f"{tmp_path}/noterm.py.ready")) else None
+    st = wait_for(settled, "the programs to settle", 30)
+    assert st["daemon"]["last_exit"]["code"] == 0
+    assert st["missing"]["last_exit"]["code"] == 127 and st["missing"]["restarts"] == 2
+    assert st["closer"]["state"] == "RUNNING" and st["noterm"]["state"] == "RUNNING"
+    dpid = int(wait_for(lambda: os.path.exists(f"{tmp_path}/dpid") and
+                        open(f"{tmp_path}/dpid").read().strip(), "the daemon's pid"))
+    wait_for(lambda: not os.path.exists(f"/proc/{dpid}") or
+             open(f"/proc/{dpid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+             "the daemon to die with its keeper")
+    # closed pipes: bulwark idles (well under a second of CPU over two seconds)
+    def ticks():
+        f = open(f"/proc/{b.pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+    t0, c0 = time.monotonic(), ticks()
+    while time.monotonic() - t0 < 2:
+        time.sleep(0.1)
+    assert ticks() - c0 < os.sysconf("SC_CLK_TCK") // 2
+    b.wait_log(r"program missing: cannot run /nonexistent/bin/x: No such file or directory")
+    t0 = time.monotonic()
+    assert b.stop(timeout=30) == 0
+    assert time.monotonic() - t0 < 15
+    b.wait_log(r"program noterm did not stop within stop_timeout \(1000 ms\): SIGKILL")
+
+
+def test_rapid_admin_restarts_keep_one_process_and_serve(bulwark, tmp_path):
+    """Held: 40 admin restarts of two programs back to back, while requests flow: every
+    request succeeds, each program ends RUNNING with one process."""
+    prog = tmp_path / "slow.py"
+    prog.write_text(SLOW_PROGRAM)
+    p1, p2, aport = free_port(), free_port(), free_port()
+    progs = slow_prog("web1", prog, p1, "v1") + slow_prog("web2", prog, p2, "v1")
+    b = bulwark(sup_config(p1, progs, aport, servers=[f"127.0.0.1:{p1}", f"127.0.0.1:{p2}"]))
+    wait_for(lambda: all(p["state"] == "RUNNING" for p in programs(aport).values()), "running")
+    statuses, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            statuses.append(fetch(b.port, "/", timeout=10).status)
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    for i in range(40):
+        assert admin_req(aport, f"/programs/web{1 + i % 2}/restart", "POST").status == 202
+    wait_for(lambda: (lambda st: st["web1"]["restarts"] >= 1 and st["web2"]["restarts"] >= 1 and
+                      all(p["state"] == "RUNNING" for p in st.values()))(programs(aport)),
+             "both restarted and running", 60)
+    n = len(statuses)
+    wait_for(lambda: len(statuses) > n + 20, "more requests after the restarts")
+    stop.set()
+    t.join(20)
+    assert set(statuses) == {200}, sorted(set(statuses))
+    for name, port in (("web1", p1), ("web2", p2)):
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit() and
+                _cmdline_has(int(d), str(prog), str(port))]
+        assert pids == [programs(aport)[name]["pid"]], (name, pids)
+
+
+def _cmdline_has(pid, *words):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    except OSError:
+        return False
+    return all(w.encode() in argv for w in words)
+
+
+@pytest.mark.parametrize("data,status,body", [
+    # padding on every record, stderr between stdout records
+    (rec(6, b"Content-Type: text/plain\r\n\r\n", padding=255) + rec(7, b"warn", padding=3) +
+     rec(6, b"ok", padding=7) + rec(6, b"") + end(), 200, b"ok"),
+    (rec(7, b"e" * 65535) * 64 + OK, 200, b"ok"),                        # a stderr flood
+    (rec(6, b"Content-Length: 2\r\nContent-Length: 2\r\n\r\nok") + end(), 200, b"ok"),
+    (rec(6, b"Content-Length: 2\r\nContent-Length: 3\r\n\r\nok") + end(), 502, None),
+    (rec(6, b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n") + end(), 502, None),
+    (rec(6, b"Status: 200\x01\r\n\r\nok") + end(), 502, None),
+    (rec(6, b"X-Big: " + b"a" * 60000 + b"\r\n\r\nok") + end(), 502, None),
+    (rec(6, b"Content-Length: 999999999999\r\n\r\nok") + end(), 502, None),
+    (rec(6, b"\r\nok") + end(rid=2), 502, None),                          # END for another id
+    (rec(6, b"\r\nok", rid=2) + OK, 502, None),                          # multiplexed ids
+    (OK + rec(6, b"Status: 299\r\n\r\nSTALE") + end(), 502, None),       # STDOUT after END
+], ids=["padding", "stderr-flood", "same-cl-twice", "cl-conflict", "transfer-encoding",
+        "status-garbage", "header-over-limit", "huge-cl", "end-other-id", "multiplexed",
+        "stdout-after-end"])
+def test_hostile_records(bulwark, fake, tmp_path, data, status, body):
+    """Held: hostile FastCGI responses are decoded or refused with 502, never relayed
+    half-checked; the next request on the same client connection is answered too."""
+    f = fake(reply(data, keep=True))
+    b = bulwark(fake_config(f, tmp_path))
+    c = client(b.port, timeout=20)
+    for _ in range(2):
+        c.sock.sendall(b"GET /a.php HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = read_response(c)
+        assert r.status == status, r
+        if body is not None:
+            assert r.body == body and r.header("Content-Length") == str(len(body))
+            assert len(r.all("Content-Length")) == 1
+        else:
+            assert "error=http_" in r.header("Proxy-Status")
+    c.sock.close()
+
+
+def test_keep_conn_is_not_reused_after_a_truncated_or_stale_response(bulwark, fake, tmp_path):
+    """Held: a FCGI_KEEP_CONN connection whose response was cut (Content-Length 10, two
+    bytes) is closed, and stale records that arrive on a pooled connection after its
+    END_REQUEST never become the next request's response."""
+    stale_sent = threading.Event()
+
+    def handler(c, req, i):
+        if i == 0:
+            c.sendall(rec(6, b"Content-Length: 10\r\n\r\nok") + end())
+        elif i == 1:
+            c.sendall(OK)
+            time.sleep(0.2)
+            c.sendall(rec(6, b"Status: 299\r\n\r\nSTALE") + end())
+            stale_sent.set()
+        else:
+            c.sendall(OK)
+        return True
+    f = fake(handler)
+    b = bulwark(fake_config(f, tmp_path))
+    assert get(b.port).status == 502
+    r = get(b.port)
+    assert (r.status, r.body) == (200, b"ok")
+    assert f.accepted == 2
+    assert stale_sent.wait(20)
+    for _ in range(3):
+        r = get(b.port)
+        assert (r.status, r.body) == (200, b"ok")
