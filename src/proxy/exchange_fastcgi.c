@@ -82,11 +82,20 @@ static bool header_passed(const struct http_request *hr, const struct http_heade
     if (http_name_is(h, "Proxy") || http_name_is(h, "Content-Type") ||
         http_name_is(h, "Content-Length") || http_name_is(h, "X-Request-Id"))
         return false;
-    /* "X_Forwarded_For" would become the same param as "X-Forwarded-For":
-     * a client could smuggle a value past whatever checks the real one
-     * (nginx drops such fields too: underscores_in_headers off). */
-    if (memchr(h->name, '_', h->name_len) || h->name_len + 5 > FCGI_MAX_PARAM_NAME)
+    /* Only letters, digits and "-": "X_Forwarded_For" would become the
+     * same param as "X-Forwarded-For", and PHP turns "." (and " ", "[")
+     * in a variable name into "_", so "X.Request.Id" would override our
+     * HTTP_X_REQUEST_ID and "Content.Length" pass as HTTP_CONTENT_LENGTH.
+     * nginx drops such fields too (ignore_invalid_headers,
+     * underscores_in_headers off). */
+    if (h->name_len + 5 > FCGI_MAX_PARAM_NAME)
         return false;
+    for (size_t i = 0; i < h->name_len; i++) {
+        char c = h->name[i];
+        if (!(c == '-' || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+              (c >= 'a' && c <= 'z')))
+            return false;
+    }
     return !http_is_hop_by_hop(h, hr->headers, hr->num_headers);
 }
 
@@ -261,10 +270,6 @@ static int fcgi_build_request(struct request *r, const struct http_request *hr, 
         return refuse(r, 400, CAUSE_HTTP_REQUEST_ERROR,
                       "bad percent escape or NUL byte in the FastCGI script path");
     size_t uri_len = (size_t)n;
-    if (uri[uri_len - 1] == '/') {
-        memcpy(uri + uri_len, rt->index, index_len + 1);
-        uri_len += index_len;
-    }
 
     const char *script = uri, *path_info = "";
     size_t script_len = uri_len, path_info_len = 0;
@@ -275,6 +280,18 @@ static int fcgi_build_request(struct request *r, const struct http_request *hr, 
         script_len = (size_t)(m[1].rm_eo - m[1].rm_so);
         path_info = uri + m[2].rm_so;
         path_info_len = (size_t)(m[2].rm_eo - m[2].rm_so);
+    }
+    /* index goes on a script name ending in "/", after the split (as
+     * nginx's fastcgi_index): "/a.php/" is a.php with PATH_INFO "/", not
+     * a.php with PATH_INFO "/index.php". */
+    char indexed[PATH_MAX];
+    if (script_len && script[script_len - 1] == '/') {
+        if (script_len + index_len >= sizeof(indexed))
+            return refuse(r, 414, CAUSE_HTTP_REQUEST_ERROR, "FastCGI script path too long");
+        memcpy(indexed, script, script_len);
+        memcpy(indexed + script_len, rt->index, index_len + 1);
+        script = indexed;
+        script_len += index_len;
     }
     if (script_len == 0 || script[0] != '/') {
         snprintf(why, sizeof(why), "split_path_info gave script name \"%.*s\", not a path",
@@ -323,9 +340,13 @@ static int fcgi_build_request(struct request *r, const struct http_request *hr, 
         put_param_u64(&w, "CONTENT_LENGTH", hr->content_length);
     else
         put_param_s(&w, "CONTENT_LENGTH", "");
-    /* REQUEST_URI as the client sent it; DOCUMENT_URI decoded and normalised */
+    /* REQUEST_URI as the client sent it; DOCUMENT_URI decoded and
+     * normalised, with the index a directory got */
     put_param(&w, "REQUEST_URI", 11, req_uri_len ? req_uri : "/", req_uri_len ? req_uri_len : 1);
-    put_param(&w, "DOCUMENT_URI", 12, uri, uri_len);
+    char doc_uri[2 * PATH_MAX];
+    int dl = snprintf(doc_uri, sizeof(doc_uri), "%.*s%.*s", (int)script_len, script,
+                      (int)path_info_len, path_info);
+    put_param(&w, "DOCUMENT_URI", 12, doc_uri, dl > 0 ? (size_t)dl : 0);
     put_param_s(&w, "DOCUMENT_ROOT", rt->root[0] ? rt->root : "/");
     put_param_s(&w, "SERVER_PROTOCOL", hr->minor_version ? "HTTP/1.1" : "HTTP/1.0");
     put_param_s(&w, "REQUEST_SCHEME", "http");

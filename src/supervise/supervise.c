@@ -1309,7 +1309,10 @@ void supervise_reload(struct supervisor *sv, struct config *cfg)
         config_unref(p->next_cfg);
         p->next_cfg = config_ref(cfg);
         p->next_pc = pc;
-        if (sv->rolling != p)
+        /* Rolling already: before its stop, the restart picks this
+         * definition up; once the replacement runs (ROLL_READY) it is too
+         * late for that one, so it restarts again after it. */
+        if (sv->rolling != p || sv->roll_phase == ROLL_READY)
             p->roll_pending = true;
         log_info("program %s changed: restarting it in turn (one program at a time)", pc->name);
     }
