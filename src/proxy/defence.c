@@ -191,15 +191,26 @@ void defence_idle_wait(struct session *s)
     list_append(&s->w->idle_waits, s);
 }
 
+/* Idle connections looked at for one reclaim. */
+#define RECLAIM_LOOK 8
+
 bool defence_reclaim_idle(struct worker *w, uint32_t open)
 {
     uint32_t mark = atomic_load_explicit(&reclaim_mark, memory_order_relaxed);
-    struct session *oldest = w->idle_waits.head;
-    if (!mark || open < mark || !oldest)
+    if (!mark || open < mark)
         return false;
-    defence_event(w, DEFENCE_RECLAIM_IDLE, open);
-    session_close(oldest);
-    return true;
+    /* The oldest idle connection whose next request is not already in the
+     * kernel (closing that one would cut a request the client sent); a few
+     * are looked at, under pressure only. */
+    struct session *oldest = w->idle_waits.head;
+    for (int i = 0; oldest && i < RECLAIM_LOOK; i++, oldest = oldest->wait_next) {
+        if (session_input_pending(oldest))
+            continue;
+        defence_event(w, DEFENCE_RECLAIM_IDLE, open);
+        session_close(oldest);
+        return true;
+    }
+    return false;
 }
 
 /* ---- min_body_rate ---- */
