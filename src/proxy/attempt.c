@@ -410,6 +410,8 @@ static void attempt_timeout(struct timer *t)
         attempt_failed(r, CAUSE_CONNECTION_TIMEOUT, ETIMEDOUT, "connect() to", NULL);
     } else if (r->state == REQ_TUNNEL) {
         request_end(r, END_ABORT);
+    } else if (r->state == REQ_RELAY && r->resp_drain) {
+        request_drain_timeout(r);
     } else if (r->state == REQ_FORWARD && !outq_empty(&r->up_out)) {
         attempt_log_failure(r, "sending the request to", CAUSE_CONNECTION_WRITE_TIMEOUT, ETIMEDOUT,
                             NULL);
