@@ -305,8 +305,11 @@ uint64_t upstream_hash(const void *p, size_t n);
  * io). Returns 0 with *out set, or -errno when connect() failed at once
  * (ECONNREFUSED, ENETUNREACH, EMFILE...). The caller owns *out and must set
  * io.on_event and owner. -EBUSY: the server has max_conns exchanges in
- * flight across all workers (nothing was taken). s->in_flight and s->shared->in_flight are
- * incremented. */
+ * flight across all workers (nothing was taken); in a FastCGI group with
+ * max_conns: no idle connection here and max_conns connections open across
+ * all workers, or an older waiter of the group's queue (any worker) comes
+ * first (an idle connection here may then be closed for it). s->in_flight and s->shared->in_flight
+ * are incremented. */
 enum {
     UPSTREAM_FRESH = 1,  /* a new connection, not a pooled one */
     UPSTREAM_VERIFY = 2, /* peek at a pooled connection before reuse (one syscall): for a
