@@ -151,8 +151,8 @@ def test_idle_connections_of_one_worker_do_not_starve_the_other(bulwark, fpm, re
     bad = [s for s in statuses if s[0] != 200]
     assert not bad, bad[:5]
     assert relay.max_open <= 2, f"php-fpm saw {relay.max_open} connections at once"
-    # and the pools did reuse connections: far fewer connects than requests
-    assert relay.accepted < len(statuses) / 2, relay.accepted
+    # (reuse itself is test_head_and_204_keep_the_connection's: while both workers have
+    # waiters, slots change hands by a close, so the connect count here is no measure)
     assert "http_response_timeout" not in b.error_log()
 
 
