@@ -360,6 +360,12 @@ static void load_upstream(struct cfg_ctx *ctx, struct config_upstream *up, const
         load_retry_budget(ctx, up, v[UP_RETRY_BUDGET]);
     if (v[UP_PROTOCOL])
         load_protocol(ctx, up, where, v[UP_PROTOCOL]);
+    /* A PHP-FPM child serves one connection, idle or not, so a FastCGI
+     * group counts connections against max_conns (src/upstream) and has a
+     * cap unless told otherwise: 5 is pm.max_children in the www.conf that
+     * PHP ships. max_conns: 0 removes it. */
+    if (up->protocol == PROTOCOL_FASTCGI && !v[UP_MAX_CONNS])
+        up->max_conns = 5;
     if (v[UP_HEALTH]) /* after protocol: a FastCGI group's default check is tcp */
         cfg_load_health(ctx, up, where, v[UP_HEALTH]);
     cfg_get_duration(ctx, v[UP_SLOW_START], "slow_start", &up->slow_start_ms);

@@ -239,10 +239,13 @@ static void request_queue(struct request *r, bool again)
     const struct config_upstream *ucfg = r->group->cfg;
     if (upstream_wait(r->group, &r->waiter, again) < 0) {
         observe_queue_event(r->group->servers[0].stats, QUEUE_REJECTED);
-        log_warn("upstream \"%s\": every server has max_conns=%d requests in flight and "
+        log_warn("upstream \"%s\": every server has max_conns=%d %s and "
                  "max_pending=%d wait already; answered 503 "
                  "cause=connection_limit_reached client=%s rid=%s",
-                 ucfg->name, ucfg->max_conns, ucfg->max_pending, r->client_ip, r->rid);
+                 ucfg->name, ucfg->max_conns,
+                 upstream_counts_connections(r->group) ? "connections open (PHP-FPM children)"
+                                                       : "requests in flight",
+                 ucfg->max_pending, r->client_ip, r->rid);
         request_fail(r, CAUSE_CONNECTION_LIMIT_REACHED, 0);
         return;
     }
@@ -410,6 +413,8 @@ static void attempt_timeout(struct timer *t)
         attempt_failed(r, CAUSE_CONNECTION_TIMEOUT, ETIMEDOUT, "connect() to", NULL);
     } else if (r->state == REQ_TUNNEL) {
         request_end(r, END_ABORT);
+    } else if (r->state == REQ_RELAY && r->resp_drain) {
+        request_drain_timeout(r);
     } else if (r->state == REQ_FORWARD && !outq_empty(&r->up_out)) {
         attempt_log_failure(r, "sending the request to", CAUSE_CONNECTION_WRITE_TIMEOUT, ETIMEDOUT,
                             NULL);

@@ -528,7 +528,15 @@ static int fcgi_parse_head(struct request *r, const char *p, size_t n, struct ht
     if (hl < 0)
         return hl;
     uint64_t have = st->decoded - (uint32_t)hl;
-    if (resp->framing == HTTP_FRAMING_LENGTH) {
+    if (resp->framing == HTTP_FRAMING_NONE) {
+        /* HEAD, 204, 304: the client gets no body, whatever the script
+         * printed; what came is dropped, and until END_REQUEST the rest
+         * is read and dropped too (resp_drain), so the connection can go
+         * back to the pool instead of being closed under PHP-FPM. */
+        r->up_in.end = r->up_in.start + (uint32_t)hl;
+        st->decoded = (uint32_t)hl;
+        r->resp_drain = !d->ended && st->keep_conn;
+    } else if (resp->framing == HTTP_FRAMING_LENGTH) {
         if (have > resp->content_length || (d->ended && have != resp->content_length)) {
             *err = HTTP_ERR_FCGI_BODY_LENGTH;
             return -2;
@@ -558,6 +566,14 @@ static int fcgi_decode_body(struct request *r, struct buf *in, bool src_eof, str
     if (fcgi_take(r, err) < 0)
         return -1;
     size_t n = st->decoded;
+    if (r->resp_drain) {
+        buf_consume(in, n);
+        st->decoded = 0;
+        b->done = st->dec.ended;
+        q->data_len = q->src_consume = 0; /* nothing for the client */
+        q->pre_len = q->pre_off = q->post_len = q->post_off = 0;
+        return 0;
+    }
     if (b->framing == HTTP_FRAMING_LENGTH) {
         if (n > st->body_left) {
             *err = HTTP_ERR_FCGI_BODY_LENGTH;

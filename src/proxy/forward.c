@@ -181,9 +181,27 @@ static void setup_response_body(struct request *r, const struct http_response *r
             s->closing = true;
         }
     }
-    b->done = resp->status != 101 &&
+    b->done = resp->status != 101 && !r->resp_drain &&
               (resp->framing == HTTP_FRAMING_NONE ||
                (resp->framing == HTTP_FRAMING_LENGTH && resp->content_length == 0));
+}
+
+/* The client has its whole response, but the rest of the upstream's
+ * (resp_drain) did not come cleanly or in time: the connection is closed,
+ * not pooled, and the request ends (once its head has left) as the
+ * success it is for the client. */
+static void drain_abandon(struct request *r, const char *why)
+{
+    log_info("upstream connection to %s (upstream \"%s\") closed instead of pooled: %s after "
+             "a complete response without body; rid=%s",
+             r->at.server->cfg->addr.text, r->group->cfg->name, why, r->rid);
+    attempt_release(r, false);
+    r->resp_body.done = true;
+}
+
+void request_drain_timeout(struct request *r)
+{
+    drain_abandon(r, "its end did not arrive within the drain bound");
 }
 
 /* The upstream's Keep-Alive hints (timeout=, max=) for the pool. */
@@ -274,7 +292,10 @@ static bool handle_head(struct request *r, const struct http_response *resp, siz
         set_attempt_timer(r, session_cfg(s)->tunnel_timeout_ms);
     } else {
         r->state = REQ_RELAY;
-        set_attempt_timer(r, r->group->cfg->read_timeout_ms);
+        uint32_t ms = r->group->cfg->read_timeout_ms;
+        if (r->resp_drain && ms > UPSTREAM_DRAIN_MS)
+            ms = UPSTREAM_DRAIN_MS; /* the whole drain, not re-armed by reads */
+        set_attempt_timer(r, ms);
     }
     return true;
 }
@@ -386,6 +407,10 @@ static bool receive_body(struct request *r)
     if (n == 0 && a->write_err == ECONNRESET)
         n = -ECONNRESET; /* the write saw the reset: this end is not a clean close */
     if (n < 0) {
+        if (r->resp_drain) {
+            drain_abandon(r, strerror((int)-n));
+            return true;
+        }
         /* A reset is never the end of a body, not even a close-delimited
          * one: the client must not take a truncated body as whole. */
         if (r->state == REQ_TUNNEL)
@@ -396,8 +421,9 @@ static bool receive_body(struct request *r)
     }
     if (n > 0) {
         r->up_in.end += (uint32_t)n;
-        set_attempt_timer(r, r->state == REQ_TUNNEL ? session_cfg(s)->tunnel_timeout_ms
-                                                    : r->group->cfg->read_timeout_ms);
+        if (!r->resp_drain)
+            set_attempt_timer(r, r->state == REQ_TUNNEL ? session_cfg(s)->tunnel_timeout_ms
+                                                        : r->group->cfg->read_timeout_ms);
     }
     return true;
 }
@@ -446,6 +472,10 @@ static bool client_send(struct request *r)
             !outq_has_body(&r->cl_out) && buf_len(&r->up_in)) {
             enum http_error herr = HTTP_OK;
             if (r->ex->decode_body(r, &r->up_in, a->t.eof, &r->cl_out, &herr) < 0) {
+                if (r->resp_drain && herr != HTTP_OK) {
+                    drain_abandon(r, http_error_text(herr));
+                    return true;
+                }
                 if (herr == HTTP_OK) {
                     request_fail(r, CAUSE_PROXY_INTERNAL_ERROR, ENOMEM);
                     return true;
@@ -529,6 +559,10 @@ void request_drive(struct request *r)
             return;
         if (r->state == REQ_RELAY && r->at.t.eof && !r->resp_body.done && buf_len(&r->up_in) == 0 &&
             outq_empty(&r->cl_out)) {
+            if (r->resp_drain) {
+                drain_abandon(r, "the upstream closed");
+                continue;
+            }
             if (r->resp_body.framing != HTTP_FRAMING_UNTIL_CLOSE) {
                 request_fail(r, CAUSE_HTTP_RESPONSE_INCOMPLETE, 0);
                 return;

@@ -56,7 +56,7 @@ struct listener {
 };
 
 /* Commands the main thread posts to a worker (bits of worker.commands). */
-enum { WORKER_CMD_RELOAD = 1, WORKER_CMD_DRAIN = 2, WORKER_CMD_STOP = 4 };
+enum { WORKER_CMD_RELOAD = 1, WORKER_CMD_DRAIN = 2, WORKER_CMD_STOP = 4, WORKER_CMD_RECLAIM = 8 };
 
 /* The longest shared rate-limit key kept: "policy|key" (longer keys, such
  * as a huge header value, are cut: a client choosing such keys shares its
@@ -228,6 +228,12 @@ extern const struct exchange_ops exchange_http1;
 /* FastCGI responder (src/proxy/exchange_fastcgi.c), for protocol: fastcgi. */
 extern const struct exchange_ops exchange_fastcgi;
 
+/* How long a response whose client part is complete may still be read
+ * for the upstream's end of it (resp_drain): PHP-FPM sends END_REQUEST
+ * just after the head of a HEAD answer, unless the script goes on running;
+ * the client's next request waits meanwhile, so the bound is short. */
+#define UPSTREAM_DRAIN_MS 1000
+
 /* Longest FastCGI stderr line logged as one line (longer ones are split). */
 #define FCGI_STDERR_LINE 512
 
@@ -365,9 +371,12 @@ struct request {
     struct buf up_in;
     struct body resp_body;
     struct outq cl_out;
-    int status;                    /* final status sent to the client */
-    int upstream_status;           /* status the upstream answered, 0 if none */
-    bool resp_keep_alive;          /* the upstream allows reuse after this response */
+    int status;           /* final status sent to the client */
+    int upstream_status;  /* status the upstream answered, 0 if none */
+    bool resp_keep_alive; /* the upstream allows reuse after this response */
+    bool resp_drain;      /* the client's response has no body (HEAD, 204, 304) but the upstream's
+                             message goes on (FastCGI: to END_REQUEST): read and dropped for at
+                             most UPSTREAM_DRAIN_MS, so that the connection can be pooled */
     uint32_t ka_timeout_s, ka_max; /* the upstream's Keep-Alive hints */
     bool aborted;                  /* the client connection was cut mid-response */
     enum cause cause;
@@ -525,6 +534,9 @@ void request_delay(struct request *r);
 
 /* forward.c */
 void request_drive(struct request *r);
+/* UPSTREAM_DRAIN_MS ran out (resp_drain): close the connection; the request
+ * ends as complete once the client has its response. */
+void request_drain_timeout(struct request *r);
 
 /* respond.c */
 /* The one place an exchange failure becomes what the client sees. */

@@ -342,6 +342,8 @@ static void worker_command(struct io *io, uint32_t events)
         session_close_idle(w);
         loop_timer_set(w->loop, &w->housekeeping, 0);
     }
+    if (cmds & WORKER_CMD_RECLAIM && w->set)
+        upstream_reclaim_idle(w->set);
     if (cmds & WORKER_CMD_STOP)
         loop_stop(w->loop);
 }
@@ -352,6 +354,23 @@ static void worker_post(struct worker *w, int cmd)
     uint64_t one = 1;
     if (write(w->notify.fd, &one, sizeof(one)) < 0)
         log_error("worker %d: posting a command failed: %s", w->id, strerror(errno));
+}
+
+/* Every worker, for upstream's reclaim hook (set before the threads start,
+ * never changed after). */
+static struct worker **all_workers;
+static int num_all_workers;
+
+/* A worker found a FastCGI server full while others hold idle connections
+ * to it: every worker closes those another worker's waiters need. A
+ * command already posted and not yet read is not posted again. */
+static void reclaim_idle_everywhere(void)
+{
+    for (int i = 0; i < num_all_workers; i++) {
+        struct worker *w = all_workers[i];
+        if (!(atomic_load(&w->commands) & WORKER_CMD_RECLAIM))
+            worker_post(w, WORKER_CMD_RECLAIM);
+    }
 }
 
 /* Release what the worker thread owns, on that thread (its buffer free
@@ -692,6 +711,9 @@ int proxy_run(struct config *cfg)
             return 1;
         }
     }
+    all_workers = srv.workers;
+    num_all_workers = srv.num_workers;
+    upstream_set_reclaim_hook(reclaim_idle_everywhere);
     for (int i = 0; i < srv.num_workers; i++) {
         if (pthread_create(&srv.workers[i]->thread, NULL, worker_main, srv.workers[i]) != 0) {
             log_error("cannot start worker thread %d: %s", i, strerror(errno));
@@ -719,6 +741,7 @@ int proxy_run(struct config *cfg)
         log_access_flush();
         _exit(0);
     }
+    num_all_workers = 0;
     for (int i = 0; i < srv.num_workers; i++) {
         struct worker *w = srv.workers[i];
         pthread_join(w->thread, NULL);

@@ -45,6 +45,54 @@ static _Atomic uint32_t *pending_for(const char *group)
     return p ? &p->pending : &fallback_pending;
 }
 
+/* This thread's slot in waiting_since_ms: given on first use, in the order
+ * threads come; -1 beyond UPSTREAM_MAX_THREADS. */
+static _Atomic int threads_seen;
+static __thread int thread_slot = -2;
+
+static int my_slot(void)
+{
+    if (thread_slot == -2) {
+        int n = atomic_fetch_add_explicit(&threads_seen, 1, memory_order_relaxed);
+        thread_slot = n < UPSTREAM_MAX_THREADS ? n : -1;
+    }
+    return thread_slot;
+}
+
+/* Tell the other workers when this worker's oldest waiter was queued. */
+static void publish_oldest(struct upstream_group *g)
+{
+    int slot = my_slot();
+    if (slot >= 0)
+        atomic_store_explicit(&g->shared->waiting_since_ms[slot],
+                              g->wait_head ? g->wait_head->since_ms : 0, memory_order_relaxed);
+}
+
+uint64_t upstream_oldest_waiter_ms(const struct upstream_group *g, bool others_only)
+{
+    int n = atomic_load_explicit(&threads_seen, memory_order_relaxed);
+    if (n > UPSTREAM_MAX_THREADS)
+        n = UPSTREAM_MAX_THREADS;
+    int me = my_slot();
+    uint64_t oldest = UINT64_MAX;
+    for (int i = 0; i < n; i++) {
+        if (others_only && i == me)
+            continue;
+        uint64_t v = atomic_load_explicit(&g->shared->waiting_since_ms[i], memory_order_relaxed);
+        if (v && v < oldest)
+            oldest = v;
+    }
+    if (!others_only && g->wait_head && g->wait_head->since_ms < oldest)
+        oldest = g->wait_head->since_ms; /* this worker's own, even without a slot */
+    return oldest;
+}
+
+uint32_t upstream_waiters_elsewhere(const struct upstream_group *g)
+{
+    uint32_t all = atomic_load_explicit(g->pending, memory_order_relaxed);
+    return all > g->num_waiting ? all - g->num_waiting : 0;
+}
+
 static void unlink_waiter(struct upstream_group *g, struct upstream_waiter *w)
 {
     if (w->prev)
@@ -61,6 +109,7 @@ static void unlink_waiter(struct upstream_group *g, struct upstream_waiter *w)
     atomic_fetch_sub_explicit(g->pending, 1, memory_order_relaxed);
     if (!g->num_waiting)
         loop_timer_cancel(g->set->loop, &g->wait_timer);
+    publish_oldest(g);
 }
 
 /* Wake waiters in order until one finds no slot (it keeps its place). A
@@ -73,9 +122,14 @@ static void wake_waiters(struct upstream_group *g)
     while (g->wait_head) {
         struct upstream_waiter *w = g->wait_head;
         unlink_waiter(g, w);
-        if (!w->wake(w))
+        g->waking_since_ms = w->since_ms;
+        bool served = w->wake(w);
+        g->waking_since_ms = 0;
+        if (!served)
             break; /* it queued itself again, at the front */
     }
+    /* Also what a retired set of this thread may have overwritten. */
+    publish_oldest(g);
     if (g->num_waiting)
         loop_timer_set(set->loop, &g->wait_timer, WAIT_POLL_MS);
     upstream_set_leave(set);
@@ -125,6 +179,7 @@ int upstream_wait(struct upstream_group *g, struct upstream_waiter *w, bool agai
             g->wait_tail = w;
         g->wait_head = w;
     } else {
+        w->since_ms = loop_now_ms(g->set->loop);
         w->next = NULL;
         w->prev = g->wait_tail;
         if (g->wait_tail)
@@ -135,6 +190,7 @@ int upstream_wait(struct upstream_group *g, struct upstream_waiter *w, bool agai
     }
     w->queued = true;
     g->num_waiting++;
+    publish_oldest(g);
     if (!timer_armed(&g->wait_timer))
         loop_timer_set(g->set->loop, &g->wait_timer, WAIT_POLL_MS);
     return 0;

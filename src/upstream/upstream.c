@@ -40,6 +40,20 @@ void upstream_set_conn_hook(void (*hook)(int delta))
     conn_hook = hook ? hook : no_hook;
 }
 
+static void no_reclaim(void) {}
+
+static void (*reclaim_hook)(void) = no_reclaim;
+
+void upstream_set_reclaim_hook(void (*hook)(void))
+{
+    reclaim_hook = hook ? hook : no_reclaim;
+}
+
+bool upstream_counts_connections(const struct upstream_group *g)
+{
+    return g->cfg->protocol == PROTOCOL_FASTCGI && g->cfg->max_conns > 0;
+}
+
 static void ignore_event(struct io *io, uint32_t events)
 {
     (void)io;
@@ -53,6 +67,12 @@ static void conn_destroy(struct loop *loop, struct upstream_conn *c)
         close(c->io.fd); /* close() also removes it from epoll */
         c->io.fd = -1;
         conn_hook(-1);
+        struct upstream_server *s = c->server;
+        struct upstream_group *g = s->group;
+        atomic_fetch_sub_explicit(&s->shared->conns, 1, memory_order_release);
+        /* A FastCGI connection's slot is free now (its PHP-FPM child too). */
+        if (g->num_waiting && upstream_counts_connections(g))
+            loop_defer(loop, &g->wait_wakeup);
     }
     c->io.on_event = ignore_event;
     c->next = graveyard;
@@ -72,6 +92,16 @@ static void idle_unlink(struct upstream_conn *c)
         c->next->prev = c->prev;
     c->next = c->prev = NULL;
     s->idle_count--;
+    atomic_fetch_sub_explicit(&s->shared->idle, 1, memory_order_relaxed);
+}
+
+static void close_idle(struct upstream_server *s)
+{
+    while (s->idle) {
+        struct upstream_conn *c = s->idle;
+        idle_unlink(c);
+        conn_destroy(s->group->set->loop, c);
+    }
 }
 
 /* An ejection grows up to this many times eject_time, and a server that
@@ -144,11 +174,7 @@ static void set_free(struct upstream_set *set)
         for (size_t j = 0; j < g->num_servers && g->servers; j++) {
             struct upstream_server *s = &g->servers[j];
             loop_timer_cancel(set->loop, &s->eject_timer);
-            while (s->idle) {
-                struct upstream_conn *c = s->idle;
-                idle_unlink(c);
-                conn_destroy(set->loop, c);
-            }
+            close_idle(s);
         }
         free(g->servers);
     }
@@ -160,8 +186,15 @@ static void set_free(struct upstream_set *set)
 void upstream_set_retire(struct upstream_set *set)
 {
     set->retired = true;
-    if (!set->users)
+    if (!set->users) {
         set_free(set);
+        return;
+    }
+    /* Its pooled connections would never be taken again (new requests use
+     * the new set), yet each holds a PHP-FPM child: close them now. */
+    for (size_t i = 0; i < set->num_groups; i++)
+        for (size_t j = 0; j < set->groups[i].num_servers; j++)
+            close_idle(&set->groups[i].servers[j]);
 }
 
 void upstream_set_use(struct upstream_set *set)
@@ -435,12 +468,13 @@ static void idle_conn_timeout(struct timer *t)
     conn_destroy(loop, c);
 }
 
-/* Take one of the server's max_conns slots (all workers), or say it is
- * full. Without a cap the count is only kept for least_conn. */
-static bool slot_take(struct upstream_server *s)
+/* An exchange begins on s: with capped true, only while fewer than
+ * max_conns are in flight on it (all workers; an HTTP group's cap), else
+ * counted only (least_conn reads it). */
+static bool exchange_begin(struct upstream_server *s, bool capped)
 {
     uint32_t cap = (uint32_t)s->group->cfg->max_conns;
-    if (!cap) {
+    if (!capped || !cap) {
         atomic_fetch_add_explicit(&s->shared->in_flight, 1, memory_order_relaxed);
         return true;
     }
@@ -453,12 +487,73 @@ static bool slot_take(struct upstream_server *s)
     return true;
 }
 
-static void slot_give(struct upstream_server *s)
+/* The exchange ended: a slot (HTTP) or a pooled connection (FastCGI) may be
+ * there for a waiter of this worker. */
+static void exchange_end(struct upstream_server *s)
 {
     atomic_fetch_sub_explicit(&s->shared->in_flight, 1, memory_order_release);
     struct upstream_group *g = s->group;
     if (g->num_waiting)
         loop_defer(g->set->loop, &g->wait_wakeup);
+}
+
+/* A new connection to s may open: always in an HTTP group (its cap is on
+ * exchanges); in a FastCGI group with max_conns, only while fewer than
+ * max_conns connections are open to s (all workers) and no older request
+ * of any worker waits for one. since_ms: when the request asking began to
+ * wait (now for one that never waited). Counts the connection. */
+static bool conn_slot_take(struct upstream_server *s, uint64_t since_ms)
+{
+    struct upstream_group *g = s->group;
+    if (!upstream_counts_connections(g)) {
+        atomic_fetch_add_explicit(&s->shared->conns, 1, memory_order_relaxed);
+        return true;
+    }
+    if (upstream_oldest_waiter_ms(g, false) < since_ms)
+        return false; /* first come, first served, across workers */
+    uint32_t cap = (uint32_t)g->cfg->max_conns;
+    uint32_t cur = atomic_load_explicit(&s->shared->conns, memory_order_relaxed);
+    do {
+        if (cur >= cap) {
+            /* Full. Idle connections of other workers (this one has none,
+             * or it would have taken one) hold children that nobody uses:
+             * ask their workers to close them. */
+            if (atomic_load_explicit(&s->shared->idle, memory_order_relaxed) > s->idle_count)
+                reclaim_hook();
+            return false;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&s->shared->conns, &cur, cur + 1,
+                                                    memory_order_acq_rel, memory_order_relaxed));
+    return true;
+}
+
+static void conn_slot_give(struct upstream_server *s)
+{
+    atomic_fetch_sub_explicit(&s->shared->conns, 1, memory_order_release);
+}
+
+/* upstream_connect found no slot: the exchange it counted never began (no
+ * wake-up: a woken waiter that finds none must not wake itself again). */
+static void exchange_undo(struct upstream_server *s)
+{
+    atomic_fetch_sub_explicit(&s->shared->in_flight, 1, memory_order_relaxed);
+}
+
+/* The oldest of s's idle connections (the list is most recent first). */
+static struct upstream_conn *oldest_idle(struct upstream_server *s)
+{
+    struct upstream_conn *c = s->idle;
+    while (c && c->next)
+        c = c->next;
+    return c;
+}
+
+/* The failed connect of upstream_connect gives back what it took. */
+static int connect_failed(struct upstream_server *s, int err)
+{
+    conn_slot_give(s);
+    exchange_end(s);
+    return err;
 }
 
 /* An idle connection whose close (or stray bytes) arrived but whose event
@@ -474,9 +569,23 @@ static bool idle_conn_quiet(const struct upstream_conn *c)
 
 int upstream_connect(struct upstream_server *s, struct upstream_conn **out, int flags)
 {
-    struct loop *loop = s->group->set->loop;
-    if (!slot_take(s))
+    struct upstream_group *g = s->group;
+    struct loop *loop = g->set->loop;
+    bool per_conn = upstream_counts_connections(g);
+    /* A woken waiter asks with the time it began to wait (once). */
+    uint64_t since_ms = g->waking_since_ms ? g->waking_since_ms : loop_now_ms(loop);
+    g->waking_since_ms = 0;
+    if (!exchange_begin(s, !per_conn))
         return -EBUSY;
+    if (per_conn && s->idle && upstream_oldest_waiter_ms(g, true) < since_ms) {
+        /* A request of another worker waits longer than this one: the
+         * slot of an idle connection here is its turn, not ours. */
+        struct upstream_conn *c = oldest_idle(s);
+        idle_unlink(c);
+        conn_destroy(loop, c);
+        exchange_undo(s);
+        return -EBUSY;
+    }
     while (s->idle && !(flags & UPSTREAM_FRESH)) {
         struct upstream_conn *c = s->idle;
         idle_unlink(c);
@@ -491,13 +600,14 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out, int 
         *out = c;
         return 0;
     }
+    if (!conn_slot_take(s, since_ms)) {
+        exchange_undo(s);
+        return -EBUSY;
+    }
     const struct config_addr *a = &s->cfg->addr;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        int err = errno;
-        slot_give(s);
-        return -err;
-    }
+    if (fd < 0)
+        return connect_failed(s, -errno);
     int one = 1;
     if (a->ss.ss_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -506,16 +616,14 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out, int 
         if (errno != EINPROGRESS) {
             int err = errno;
             close(fd);
-            slot_give(s);
-            return -err;
+            return connect_failed(s, -err);
         }
         connected = false;
     }
     struct upstream_conn *c = calloc(1, sizeof(*c));
     if (!c) {
         close(fd);
-        slot_give(s);
-        return -ENOMEM;
+        return connect_failed(s, -ENOMEM);
     }
     c->io.fd = fd;
     c->server = s;
@@ -525,8 +633,7 @@ int upstream_connect(struct upstream_server *s, struct upstream_conn **out, int 
     if (rc < 0) {
         close(fd);
         free(c);
-        slot_give(s);
-        return rc;
+        return connect_failed(s, rc);
     }
     conn_hook(1);
     s->in_flight++;
@@ -580,14 +687,21 @@ void upstream_release(struct upstream_conn *c, bool reusable)
 {
     struct upstream_server *s = c->server;
     struct upstream_set *set = s->group->set;
+    struct upstream_group *g = s->group;
     s->in_flight--;
-    slot_give(s);
+    exchange_end(s);
     c->owner = NULL;
     c->requests++;
-    const struct config_upstream *ucfg = s->group->cfg;
+    const struct config_upstream *ucfg = g->cfg;
     bool worn_out = (ucfg->keepalive_max_requests && c->requests >= ucfg->keepalive_max_requests) ||
                     (c->requests_limit && c->requests >= c->requests_limit);
-    if (!reusable || set->retired || worn_out || (int)s->idle_count >= ucfg->keepalive_max_idle) {
+    /* FastCGI: a waiter of another worker, older than any of ours, gets
+     * this connection's slot (and its PHP-FPM child) by our closing it. */
+    bool yield =
+        upstream_counts_connections(g) &&
+        upstream_oldest_waiter_ms(g, true) < (g->wait_head ? g->wait_head->since_ms : UINT64_MAX);
+    if (!reusable || set->retired || worn_out || yield ||
+        (int)s->idle_count >= ucfg->keepalive_max_idle) {
         conn_destroy(set->loop, c);
         return;
     }
@@ -598,7 +712,30 @@ void upstream_release(struct upstream_conn *c, bool reusable)
         s->idle->prev = c;
     s->idle = c;
     s->idle_count++;
+    atomic_fetch_add_explicit(&s->shared->idle, 1, memory_order_relaxed);
     loop_timer_set(set->loop, &c->idle_timer, idle_timeout_ms(c, ucfg->keepalive_idle_timeout_ms));
+}
+
+void upstream_reclaim_idle(struct upstream_set *set)
+{
+    for (size_t i = 0; i < set->num_groups; i++) {
+        struct upstream_group *g = &set->groups[i];
+        if (!upstream_counts_connections(g))
+            continue;
+        uint32_t wanted = upstream_waiters_elsewhere(g);
+        if (!wanted || upstream_oldest_waiter_ms(g, true) >=
+                           (g->wait_head ? g->wait_head->since_ms : UINT64_MAX))
+            continue;
+        for (size_t j = 0; j < g->num_servers && wanted; j++) {
+            struct upstream_server *s = &g->servers[j];
+            while (s->idle && wanted) {
+                struct upstream_conn *c = oldest_idle(s);
+                idle_unlink(c);
+                conn_destroy(set->loop, c);
+                wanted--;
+            }
+        }
+    }
 }
 
 /* ---- passive health checks ---- */

@@ -56,6 +56,9 @@ struct upstream_shared {
     const char *group;                     /* owned by the record */
     const char *server;                    /* the server's name as written ("host:port") */
     _Atomic uint32_t in_flight;            /* exchanges on this server now, all workers */
+    _Atomic uint32_t conns;                /* connections open to it now (busy and idle), all
+                                              workers: a FastCGI group's max_conns caps these */
+    _Atomic uint32_t idle;                 /* of them, pooled and idle */
     _Atomic uint32_t consecutive_failures; /* health checks failed in a row */
     _Atomic bool up;                       /* true by default; false: upstream_pick skips it
                                               while any other server of its group is up */
@@ -118,12 +121,22 @@ uint64_t upstream_shared_ejected_for(const struct upstream_shared *sh, uint64_t 
 /* The monotonic clock loop_now_ms() reads, for threads without a loop. */
 uint64_t upstream_clock_ms(void);
 
+/* Worker threads that take part in the group queue's order across workers
+ * (one slot each in upstream_group_shared.waiting_since_ms); the threads
+ * beyond it queue in their own order only. */
+#define UPSTREAM_MAX_THREADS 64
+
 /* Per-group state shared by every worker and kept across reloads (found by
- * group name, never freed): the retry budget's counts. */
+ * group name, never freed): the retry budget's counts, and each worker's
+ * oldest waiter. */
 struct upstream_group_shared {
     const char *group;               /* owned by the record */
     struct upstream_window requests; /* requests (first attempts) in the last 10 s */
     struct upstream_window retries;  /* retries the budget let through in the last 10 s */
+    /* Per worker thread: when its oldest waiter in the group's queue was
+     * queued (monotonic ms, loop_now_ms); 0: none waits. A FastCGI group
+     * gives its connection slots to the oldest waiter of any worker. */
+    _Atomic uint64_t waiting_since_ms[UPSTREAM_MAX_THREADS];
     struct upstream_group_shared *next;
 };
 
@@ -170,6 +183,7 @@ struct upstream_waiter {
      * by anything else). May free the owner otherwise. */
     bool (*wake)(struct upstream_waiter *w);
     bool queued;
+    uint64_t since_ms; /* queued at (loop_now_ms), kept when it queues again at the front */
 };
 
 struct upstream_group {
@@ -185,6 +199,7 @@ struct upstream_group {
     _Atomic uint32_t *pending;
     struct timer wait_timer;              /* retries while slots are freed by other workers */
     struct deferred wait_wakeup;          /* a slot was freed here: wake after the event batch */
+    uint64_t waking_since_ms;             /* while a woken waiter tries again: its since_ms */
     struct upstream_group_shared *shared; /* all workers' budget counts (never NULL) */
     struct upstream_group_shared own;     /* shared points here when the registry had no room */
     uint64_t ramp_draw; /* least_conn slow start: a Weyl sequence, one step per pick */
@@ -290,8 +305,11 @@ uint64_t upstream_hash(const void *p, size_t n);
  * io). Returns 0 with *out set, or -errno when connect() failed at once
  * (ECONNREFUSED, ENETUNREACH, EMFILE...). The caller owns *out and must set
  * io.on_event and owner. -EBUSY: the server has max_conns exchanges in
- * flight across all workers (nothing was taken). s->in_flight and s->shared->in_flight are
- * incremented. */
+ * flight across all workers (nothing was taken); in a FastCGI group with
+ * max_conns: no idle connection here and max_conns connections open across
+ * all workers, or an older waiter of the group's queue (any worker) comes
+ * first (an idle connection here may then be closed for it). s->in_flight and s->shared->in_flight
+ * are incremented. */
 enum {
     UPSTREAM_FRESH = 1,  /* a new connection, not a pooled one */
     UPSTREAM_VERIFY = 2, /* peek at a pooled connection before reuse (one syscall): for a
@@ -323,6 +341,37 @@ void upstream_conn_keepalive_hint(struct upstream_conn *c, uint32_t timeout_s, u
 /* Called with +1 when a connection to an upstream opens and -1 when it
  * closes (for a gauge). Set once at start-up, before workers run. */
 void upstream_set_conn_hook(void (*hook)(int delta));
+
+/* ---- FastCGI groups: max_conns counts connections ----
+ *
+ * A PHP-FPM child serves one connection from accept to close, idle or not,
+ * so in a group with protocol fastcgi and max_conns > 0 a connection holds
+ * one of its server's max_conns slots (upstream_shared.conns, all workers)
+ * from connect until close, pooled or busy; a pooled one is reused without
+ * taking another. When the slots are taken, requests wait in the group's
+ * queue, and the slots go to the oldest waiter of any worker: a worker
+ * closes a connection it releases (rather than pooling it) when another
+ * worker's waiter is older than its own, a new connection is not opened
+ * ahead of an older waiter, and a worker that finds the server full while
+ * other workers hold idle connections asks them to close theirs
+ * (upstream_reclaim_idle, through the hook below). PHP-FPM then never has
+ * more than max_conns connections, so none waits in its backlog. */
+
+/* Whether g's max_conns counts connections (FastCGI with a cap) rather
+ * than exchanges. */
+bool upstream_counts_connections(const struct upstream_group *g);
+
+/* Called (on a worker thread) when a worker found a server full while other
+ * workers hold idle connections to it: the hook makes every worker call
+ * upstream_reclaim_idle() on its current set soon. Set once at start-up,
+ * before workers run; NULL: none (idle ones then go at their idle_timeout). */
+void upstream_set_reclaim_hook(void (*hook)(void));
+
+/* Close the idle connections of set that a waiter of another worker needs:
+ * per FastCGI group with max_conns whose queue has an older waiter in
+ * another worker than in this one, as many idle connections (oldest
+ * first) as other workers have waiters. The set's worker thread only. */
+void upstream_reclaim_idle(struct upstream_set *set);
 
 /* Queue w on g (at the front when again is true: a woken waiter that found
  * no slot keeps its place). 0, or -EBUSY when max_pending requests already
