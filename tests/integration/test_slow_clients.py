@@ -266,17 +266,20 @@ def proc_nofile(pid):
     raise AssertionError("no Max open files line")
 
 
-def test_soft_fd_limit_is_raised_to_the_hard_limit(bulwark, origin):
+def test_soft_fd_limit_is_raised_to_the_hard_limit(bulwark, origin, tmp_path, monkeypatch):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     low = 256
     if hard != resource.RLIM_INFINITY and hard <= low:
         pytest.skip(f"hard RLIMIT_NOFILE is {hard}: nothing to raise")
     o = origin()
-    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
-    try:
-        b, _ = start(bulwark, [o.addr])  # bulwark inherits the low soft limit
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # Only bulwark gets the low soft limit (a wrapper that execs it): lowering this
+    # test process's own limit would make its next open fail once it holds 256.
+    import conftest
+    wrapper = tmp_path / "low-nofile.sh"
+    wrapper.write_text(f'#!/bin/sh\nulimit -Sn {low} || exit 99\nexec "{conftest.BIN}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(conftest, "BIN", str(wrapper))
+    b, _ = start(bulwark, [o.addr])  # the wrapper's pid becomes bulwark's (exec)
     bsoft, bhard = proc_nofile(b.pid)
     assert bhard == hard and bsoft == bhard, (bsoft, bhard)
     b.wait_log(rf"raised the open-file limit from {low} to the hard limit {hard}")
