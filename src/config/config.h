@@ -161,7 +161,9 @@ struct config_route {
     size_t num_params;        /* pairs */
     char **extensions;        /* script names must end in one; default {".php"} */
     size_t num_extensions;
-    bool check_script; /* default true: the script must be a regular file (else 404) */
+    bool check_script;    /* default true: the script must be a regular file (else 404) */
+    bool follow_symlinks; /* default true; false: the script's real path (links resolved)
+                             must lie under root's real path (else 403); needs check_script */
     int line, column;
 
     /* access (README, "Client identity and access"): checked after the

@@ -184,11 +184,20 @@ static void load_route_rate_limit(struct cfg_ctx *ctx, struct config_route *r, c
 }
 
 /* ---- FastCGI route keys: root, index, params, split_path_info,
- * extensions, check_script ---- */
+ * extensions, check_script, follow_symlinks ---- */
 
-enum { FK_ROOT, FK_INDEX, FK_PARAMS, FK_SPLIT, FK_EXTENSIONS, FK_CHECK_SCRIPT, NUM_FK };
+enum {
+    FK_ROOT,
+    FK_INDEX,
+    FK_PARAMS,
+    FK_SPLIT,
+    FK_EXTENSIONS,
+    FK_CHECK_SCRIPT,
+    FK_FOLLOW_SYMLINKS,
+    NUM_FK
+};
 static const char *const fastcgi_keys[NUM_FK] = {
-    "root", "index", "params", "split_path_info", "extensions", "check_script",
+    "root", "index", "params", "split_path_info", "extensions", "check_script", "follow_symlinks",
 };
 
 /* A string that becomes part of a file name or a param: no NUL (the
@@ -376,6 +385,14 @@ static void load_fastcgi(struct cfg_ctx *ctx, struct config_route *r, size_t rou
     if (v[FK_EXTENSIONS])
         load_extensions(ctx, r, route_no, v[FK_EXTENSIONS]);
     cfg_get_bool(ctx, v[FK_CHECK_SCRIPT], "check_script", &r->check_script);
+    r->follow_symlinks = true;
+    if (cfg_get_bool(ctx, v[FK_FOLLOW_SYMLINKS], "follow_symlinks", &r->follow_symlinks) &&
+        !r->follow_symlinks && !r->check_script)
+        /* the real path is found on bulwark's file system, as check_script's file */
+        cfg_error(ctx, v[FK_FOLLOW_SYMLINKS],
+                  "follow_symlinks: false in route %zu needs check_script: true (bulwark must "
+                  "see the scripts to resolve their links)",
+                  route_no);
 }
 
 void cfg_free_route_fastcgi(struct config_route *r)
@@ -398,12 +415,13 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
                        const yaml_node_t *n)
 {
     static const char *const keys[] = {
-        "match",  "upstream",        "max_body_size", "root",         "index",
-        "params", "split_path_info", "extensions",    "check_script", "allow",
-        "deny",   "conn_limit",      "rate_limit",
+        "match",        "upstream",        "max_body_size",   "root",
+        "index",        "params",          "split_path_info", "extensions",
+        "check_script", "follow_symlinks", "allow",           "deny",
+        "conn_limit",   "rate_limit",
     };
     struct config *cfg = ctx->cfg;
-    yaml_node_t *v[13];
+    yaml_node_t *v[14];
     char where[32];
     const char *s;
 
@@ -411,7 +429,7 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
     r->column = (int)n->start_mark.column + 1;
     r->max_body_bytes = cfg->max_body_bytes;
     snprintf(where, sizeof(where), "route %zu", route_no);
-    if (!cfg_fields(ctx, n, where, keys, 13, v))
+    if (!cfg_fields(ctx, n, where, keys, 14, v))
         return;
     if (v[0])
         load_match(ctx, r, route_no, v[0]);
@@ -427,14 +445,14 @@ static void load_route(struct cfg_ctx *ctx, struct config_route *r, size_t route
     }
     cfg_get_size(ctx, v[2], "max_body_size", 0, UINT64_MAX, &r->max_body_bytes);
     load_fastcgi(ctx, r, route_no, n, v + 3);
-    cfg_get_cidr_list(ctx, v[9], "allow", &r->allow);
-    cfg_get_cidr_list(ctx, v[10], "deny", &r->deny);
-    if (v[11]) {
+    cfg_get_cidr_list(ctx, v[10], "allow", &r->allow);
+    cfg_get_cidr_list(ctx, v[11], "deny", &r->deny);
+    if (v[12]) {
         struct config_conn_limit cl = {0};
-        cfg_load_conn_limit(ctx, v[11], route_no, &cl);
+        cfg_load_conn_limit(ctx, v[12], route_no, &cl);
         r->conn_limit_requests = cl.requests;
     }
-    load_route_rate_limit(ctx, r, v[12]);
+    load_route_rate_limit(ctx, r, v[13]);
 }
 
 void cfg_load_routes(struct cfg_ctx *ctx, const yaml_node_t *n)

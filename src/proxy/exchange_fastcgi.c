@@ -10,7 +10,8 @@
  * Which script runs is decided here, not by PHP-FPM: the request path is
  * decoded and normalised (a ".." above the root is refused), split by
  * split_path_info, checked against the route's extensions, and (with
- * check_script) must be a regular file under root. So the cgi.fix_pathinfo
+ * check_script) must be a regular file under root, (with follow_symlinks
+ * false) also once its links are resolved. So the cgi.fix_pathinfo
  * hole stays closed whatever php.ini says: SCRIPT_FILENAME always names an
  * existing .php file, and PHP never walks back from /uploads/x.jpg/y.php to
  * run x.jpg. */
@@ -20,6 +21,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -184,6 +186,36 @@ static bool has_extension(const struct config_route *rt, const char *script, siz
     return false;
 }
 
+/* follow_symlinks: false. stat() follows links, so root/x.php -> /etc/y.php
+ * (or a linked directory on the way) would run a file outside root: the
+ * script's real path must lie under root's real path instead. Links that
+ * stay inside root pass. Both are resolved per request, so a root that is
+ * itself a link a deploy switches (current -> releases/42) is followed at
+ * once. Returns 0, or the status to refuse with (and why). */
+static int check_real_path(const char *root, const char *file, char *why, size_t why_size)
+{
+    char real_root[PATH_MAX], real_file[PATH_MAX];
+    if (!realpath(root[0] ? root : "/", real_root)) {
+        snprintf(why, why_size, "cannot resolve root %s (follow_symlinks: false): %s", root,
+                 strerror(errno));
+        return 403;
+    }
+    if (!realpath(file, real_file)) {
+        int e = errno;
+        snprintf(why, why_size, "cannot resolve script %s (follow_symlinks: false): %s", file,
+                 strerror(e));
+        /* removed or replaced since the stat: as missing */
+        return e == ENOENT || e == ENOTDIR ? 404 : 403;
+    }
+    size_t n = strlen(real_root);
+    if (strncmp(real_file, real_root, n) == 0 && (real_file[n] == '/' || real_root[n - 1] == '/'))
+        return 0;
+    snprintf(why, why_size,
+             "script %.1200s resolves to %.1200s, outside root %.1200s (follow_symlinks: false)",
+             file, real_file, real_root);
+    return 403;
+}
+
 /* Refuse the request ourselves (nothing reaches PHP-FPM); see build_request. */
 static int refuse(struct request *r, int status, enum cause cause, const char *why)
 {
@@ -311,6 +343,12 @@ static int fcgi_build_request(struct request *r, const struct http_request *hr, 
     if (rt->check_script && (stat(file, &sb) < 0 || !S_ISREG(sb.st_mode))) {
         snprintf(why, sizeof(why), "no script %s under root (check_script)", file);
         return refuse(r, 404, CAUSE_SCRIPT_NOT_FOUND, why);
+    }
+    if (!rt->follow_symlinks) {
+        int status = check_real_path(rt->root, file, why, sizeof(why));
+        if (status)
+            return refuse(r, status, status == 404 ? CAUSE_SCRIPT_NOT_FOUND : CAUSE_SCRIPT_DENIED,
+                          why);
     }
 
     if (buf_acquire(out) < 0)

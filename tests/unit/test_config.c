@@ -581,6 +581,33 @@ static void test_program_user_needs_root(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+#define FCGI_HEAD                                                                                  \
+    "listen: [\"127.0.0.1:8080\"]\n"                                                               \
+    "upstreams:\n  php:\n    protocol: fastcgi\n    servers: [\"unix:/run/php.sock\"]\n"           \
+    "routes:\n  - upstream: php\n    root: /var/www\n"
+
+static void test_follow_symlinks_defaults_true_and_is_read(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(FCGI_HEAD);
+    assert_true(cfg->routes[0].follow_symlinks);
+    config_unref(cfg);
+    cfg = load_ok(FCGI_HEAD "    follow_symlinks: false\n");
+    assert_false(cfg->routes[0].follow_symlinks);
+    assert_true(cfg->routes[0].check_script);
+    config_unref(cfg);
+}
+
+/* The real path is resolved on bulwark's file system: without
+ * check_script bulwark does not look at the files at all. */
+static void test_follow_symlinks_off_needs_check_script(void **state)
+{
+    (void)state;
+    assert_only_error(FCGI_HEAD "    check_script: false\n    follow_symlinks: false\n",
+                      "bulwark.yaml:10:22: follow_symlinks: false in route 1 needs check_script: "
+                      "true (bulwark must see the scripts to resolve their links)");
+}
+
 static void test_keepalive_accepts_a_plain_number(void **state)
 {
     struct config *cfg = load_ok(LISTEN "upstreams:\n"
@@ -1988,6 +2015,8 @@ int main(void)
         cmocka_unit_test(test_program_user_and_group_are_resolved),
         cmocka_unit_test(test_unknown_program_user_or_group_is_refused),
         cmocka_unit_test(test_program_user_needs_root),
+        cmocka_unit_test(test_follow_symlinks_defaults_true_and_is_read),
+        cmocka_unit_test(test_follow_symlinks_off_needs_check_script),
         cmocka_unit_test(test_keepalive_accepts_a_plain_number),
         cmocka_unit_test(test_keepalive_max_requests_zero_means_no_limit),
         cmocka_unit_test(test_keepalive_max_requests_out_of_range),
