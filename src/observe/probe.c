@@ -90,7 +90,24 @@ static size_t probe_all(struct probe *probes, size_t n)
     return failed;
 }
 
-static struct probe *collect(const struct config *cfg, size_t *count)
+/* The program (programs.<name>) that is this server, or NULL: bulwark
+ * starts it, so it is not probed (it is not listening yet at start-up;
+ * the supervisor reports its readiness). */
+static const struct config_program *bound_program(const struct config *cfg,
+                                                  const struct config_upstream *up,
+                                                  const struct config_server *srv)
+{
+    for (size_t i = 0; i < cfg->num_programs; i++) {
+        const struct config_program *pc = &cfg->programs[i];
+        if (pc->upstream == up && pc->server && strcmp(pc->server, srv->name) == 0)
+            return pc;
+    }
+    return NULL;
+}
+
+/* Every server not bound to a program; with report, a line for each bound
+ * one (bulwark check). */
+static struct probe *collect(const struct config *cfg, size_t *count, bool report)
 {
     size_t n = 0, k = 0;
     for (size_t i = 0; i < cfg->num_upstreams; i++)
@@ -100,10 +117,18 @@ static struct probe *collect(const struct config *cfg, size_t *count)
         return NULL;
     for (size_t i = 0; i < cfg->num_upstreams; i++)
         for (size_t j = 0; j < cfg->upstreams[i].num_servers; j++) {
-            probes[k].up = &cfg->upstreams[i];
-            probes[k++].srv = &cfg->upstreams[i].servers[j];
+            const struct config_upstream *up = &cfg->upstreams[i];
+            const struct config_program *pc = bound_program(cfg, up, &up->servers[j]);
+            if (pc) {
+                if (report)
+                    printf("skip  upstream \"%s\" server %s: started by program %s\n", up->name,
+                           up->servers[j].name, pc->name);
+                continue;
+            }
+            probes[k].up = up;
+            probes[k++].srv = &up->servers[j];
         }
-    *count = n;
+    *count = k;
     return probes;
 }
 
@@ -130,7 +155,7 @@ static void *probe_thread(void *arg)
 
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    struct probe *probes = collect(cfg, &n);
+    struct probe *probes = collect(cfg, &n, false);
     if (!probes) {
         config_unref(cfg);
         return NULL;
@@ -179,7 +204,7 @@ int observe_probe_config(const struct config *cfg, bool log_only)
     }
 
     size_t n = 0;
-    struct probe *probes = collect(cfg, &n);
+    struct probe *probes = collect(cfg, &n, true);
     if (!probes)
         return -1;
     size_t failed = probe_all(probes, n);

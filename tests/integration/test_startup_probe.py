@@ -58,3 +58,29 @@ def test_probe_at_start_false_opens_no_connection(bulwark, origin):
     assert up.connections == 0
     assert fetch(b.port, "/echo").status == 200
     assert up.connections == 1
+
+
+def test_servers_bound_to_programs_are_not_probed(bulwark, origin, tmp_path):
+    # The program's server is not listening when the probe runs (bulwark starts it):
+    # no warning for it; the other dead server still gets one, after it in the file.
+    bound = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
+    progs = ("programs:\n  sleeper:\n    command: [/bin/sleep, \"1000\"]\n"
+             f"    upstream: app\n    server: \"{bound}\"\n")
+    b = bulwark(simple_config([bound, dead], extra_top=ON + progs))
+    b.wait_log(rf'upstream "app" server {dead} is unreachable')
+    assert f"server {bound} is unreachable" not in b.error_log()
+
+
+def test_check_says_which_servers_programs_start(tmp_path):
+    import subprocess
+    from conftest import BIN
+    bound = f"127.0.0.1:{free_port()}"
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text(simple_config([bound]).replace("{port}", str(free_port())) +
+                   "programs:\n  web:\n    command: [/bin/sleep, \"1000\"]\n"
+                   f"    upstream: app\n    server: \"{bound}\"\n")
+    r = subprocess.run([BIN, "check", "-c", str(cfg)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f'skip  upstream "app" server {bound}: started by program web' in r.stdout
