@@ -225,26 +225,29 @@ static int reply_int(const redisReply *r, long long *v)
     return -1;
 }
 
-/* One reply, for the oldest pending slot. 0, or -1: the store speaks
- * something we do not understand (dropped, decided locally). */
-static int dispatch(struct store *st, redisReply *r)
+/* One reply, for the oldest pending slot. 0, or -1: the store refuses or
+ * speaks something we do not understand (why says which; the caller drops
+ * the connection: every pending check is decided locally). */
+static int dispatch(struct store *st, redisReply *r, char *why, size_t why_len)
 {
+    snprintf(why, why_len, "unexpected reply");
     if (st->count == 0)
         return -1; /* a reply nobody asked for */
     struct slot *sl = &st->slots[st->head];
     st->head = (st->head + 1) % STORE_MAX_PENDING;
     st->count--;
     if (r->type == REDIS_REPLY_ERROR) {
-        log_warn("rate_limit store redis://%s answered an error: %.*s", st->addr.text,
-                 (int)(r->len > 200 ? 200 : r->len), r->str);
+        /* Redis refuses (-OOM, -NOSCRIPT after SCRIPT FLUSH, -READONLY, ...):
+         * an outage like any other, logged once by drop() and not once per
+         * request; the new connection loads the script again. */
+        snprintf(why, why_len, "error reply: %.*s", (int)(r->len > 80 ? 80 : r->len), r->str);
         answer(st, sl, STORE_UNAVAILABLE, 0);
-        return 0;
+        return -1;
     }
     if (sl->load) {
         /* SCRIPT LOAD answers the script's SHA-1: it names what we send. */
         if (r->type != REDIS_REPLY_STRING || r->len != 40 || memcmp(r->str, st->sha, 40) != 0) {
-            log_error("rate_limit store redis://%s: the limit script did not load as expected",
-                      st->addr.text);
+            snprintf(why, why_len, "the limit script did not load as expected");
             return -1;
         }
         return 0;
@@ -278,10 +281,11 @@ static void on_readable(struct store *st)
                 }
                 if (!reply)
                     break;
-                int rc = dispatch(st, reply);
+                char why[128];
+                int rc = dispatch(st, reply, why, sizeof(why));
                 freeReplyObject(reply);
                 if (rc < 0) {
-                    drop(st, "unexpected reply");
+                    drop(st, why);
                     return;
                 }
                 if (st->conn != CONN_UP)

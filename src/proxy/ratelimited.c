@@ -148,6 +148,14 @@ static void store_answered(struct store_waiter *wt, enum store_verdict sv, uint6
     r->store_pending = false;
     struct rate_verdict v;
     const uint64_t T = rl->interval_ns, tau = (uint64_t)rl->burst * T;
+    /* GCRA bounds what Redis can mean: an allowed key runs at most tau
+     * ahead, a refused one conforms again within tau + T (more only for a
+     * key a looser policy of the same name left behind). A larger wait is
+     * a broken or hostile store: it must not hold a request for days nor
+     * overflow Retry-After. */
+    const uint64_t wait_cap_us = (sv == STORE_ALLOW ? tau : tau + T) / 1000;
+    if (wait_us > wait_cap_us)
+        wait_us = wait_cap_us;
     if (sv == STORE_UNAVAILABLE) {
         r->store = NULL; /* says "local fallback" in a refusal's details */
         if (!decide_local(r, rl, r->store_key, r->store_key_len, &v))

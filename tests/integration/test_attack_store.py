@@ -1,0 +1,376 @@
+"""Attacks on the shared rate-limit store (rate_limit.store: "redis://host:port") from the
+outside: a fake Redis of our own speaking raw RESP (wrong types, errors, replies split
+byte by byte, unsolicited replies, huge bulk strings, silence, slowness, closes and
+resets) and a real redis-server (restarted empty, out of memory, stopped with SIGSTOP).
+
+Invariants checked throughout: every request is answered exactly once with 200 or 429
+(never a 5xx because of the store), the bulwark_rate_limit_store_* counters agree with
+what happened, and bulwark stays up."""
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import simple_config
+from origins import free_port, wait_for, wait_port
+
+REDIS = shutil.which("redis-server")
+
+
+class FakeRedis:
+    """A Redis of our own on 127.0.0.1: each command (a RESP array of bulk strings) is
+    handed to on_command(fake, sock, args) which writes whatever it likes (or nothing).
+    The default answers like a real Redis running our GCRA script: SCRIPT LOAD with the
+    script's SHA-1, EVALSHA with {1, 0} (allowed, nothing ahead)."""
+
+    def __init__(self, on_command=None):
+        self.on_command = on_command or FakeRedis.allow
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.commands = []  # every command received, in order (args lists)
+        self.conns = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while True:
+                    cmd, buf2 = parse_command(buf)
+                    if cmd is None:
+                        break
+                    buf = buf2
+                    with self.lock:
+                        self.commands.append(cmd)
+                    if self.on_command(self, c, cmd) == "stop":
+                        return
+        except OSError:
+            return
+
+    def count(self, name):
+        with self.lock:
+            return sum(1 for c in self.commands if c[0].upper() == name)
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+
+    @staticmethod
+    def allow(fake, c, args):
+        name = args[0].upper()
+        if name == b"SCRIPT":
+            c.sendall(bulk(hashlib.sha1(args[2]).hexdigest().encode()))
+        elif name == b"EVALSHA":
+            c.sendall(b"*2\r\n:1\r\n:0\r\n")
+        else:
+            c.sendall(b"-ERR unknown command\r\n")
+
+
+def bulk(b):
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def parse_command(buf):
+    """(args, rest) of one RESP command at the start of buf, or (None, buf)."""
+    if not buf.startswith(b"*"):
+        if buf:
+            raise ValueError(f"not a RESP array: {buf[:40]!r}")
+        return None, buf
+    nl = buf.find(b"\r\n")
+    if nl < 0:
+        return None, buf
+    n = int(buf[1:nl])
+    pos = nl + 2
+    args = []
+    for _ in range(n):
+        nl = buf.find(b"\r\n", pos)
+        if nl < 0:
+            return None, buf
+        ln = int(buf[pos + 1:nl])
+        start = nl + 2
+        if len(buf) < start + ln + 2:
+            return None, buf
+        args.append(buf[start:start + ln])
+        pos = start + ln + 2
+    return args, buf[pos:]
+
+
+@pytest.fixture
+def fake_redis():
+    started = []
+
+    def start(on_command=None):
+        f = FakeRedis(on_command)
+        started.append(f)
+        return f
+
+    yield start
+    for f in started:
+        f.close()
+
+
+class Redis:
+    def __init__(self, tmp_path, port=None, args=()):
+        self.port = port or free_port()
+        self.log = open(tmp_path / f"redis-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", *args], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, timeout=20.0, proc=self.proc)
+
+    def cli(self, *args):
+        """One command on a fresh connection; the raw reply."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(b"*%d\r\n" % len(args) + b"".join(bulk(a.encode() if isinstance(a, str)
+                                                                else a) for a in args))
+            s.settimeout(10)
+            return s.recv(65536)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def redis(tmp_path):
+    if REDIS is None:
+        pytest.skip("redis-server is installed by scripts/deps.sh test")
+    started = []
+
+    def start(port=None, args=()):
+        r = Redis(tmp_path, port, args)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+def start(bulwark, origin_addr, rate_limit, workers=1, extra_top="", routes=None):
+    admin = free_port()
+    top = f'admin: "127.0.0.1:{admin}"\n'
+    if rate_limit:
+        top += f"rate_limit: {rate_limit}\n"
+    top += extra_top
+    cfg = simple_config([origin_addr], extra_top=top, routes=routes)
+    cfg = cfg.replace("workers: 1", f"workers: {workers}")
+    b = bulwark(cfg)
+    b.admin = admin
+    b.cfg = cfg
+    return b
+
+
+def metrics(b):
+    with urllib.request.urlopen(f"http://127.0.0.1:{b.admin}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for m in re.finditer(r"^(bulwark_rate_limit_store_\w+) (\S+)$", text, re.M):
+        out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def metric(b, name):
+    return metrics(b)[name]
+
+
+def get(port, path="/echo", headers=None, timeout=10):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        body = r.read()
+        return r.status, r.headers, body
+    finally:
+        c.close()
+
+
+def rl_store(port, rate="1/m", burst=1000, nodelay="true", extra=""):
+    return (f'{{rate: "{rate}", burst: {burst}, nodelay: {nodelay}, '
+            f'store: "redis://127.0.0.1:{port}"{extra}}}')
+
+
+def test_refused_413_while_its_check_is_pending_is_answered_once(bulwark, origin, fake_redis,
+                                                                 tmp_path):
+    """A request refused after its check went out (413: body over max_body_size) whose
+    refusal cannot be written at once (the client reads nothing yet, a 32 KiB error page)
+    must not be answered a second time when the store's verdict arrives, nor forwarded."""
+    fake = fake_redis()
+    o = origin()
+    page = tmp_path / "413.html"
+    page.write_text("<html>" + "x" * 30000 + "</html>")
+    b = start(bulwark, o.addr, rl_store(fake.port),
+              extra_top=f"client:\n  max_body_size: 10\nerrors:\n  pages:\n    413: {page}\n")
+    for _ in range(3):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        s.connect(("127.0.0.1", b.port))
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n"
+                  b"Content-Length: 100\r\n\r\n")
+        # the verdict reaches bulwark while the 413 waits for the client
+        wait_for(lambda: fake.count(b"EVALSHA") >= 1, "the check to reach the store")
+        time.sleep(0.3)  # not a wait for a condition: the client stays silent meanwhile
+        s.settimeout(10)
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        s.close()
+        assert data.startswith(b"HTTP/1.1 413 "), data[:200]
+        assert data.count(b"HTTP/1.1 ") == 1, data[:200]
+        fake.commands.clear()
+    assert len(o.requests) == 0, "a refused request reached the origin"
+    assert b.proc.poll() is None, b.output()
+
+
+def statuses_of(b, n, path="/echo"):
+    return [get(b.port, path)[0] for _ in range(n)]
+
+
+def evalsha_replies(reply):
+    """on_command answering SCRIPT LOAD properly and every EVALSHA with reply(n, args)
+    (n counts the EVALSHAs from 0)."""
+    seen = [0]
+
+    def on_command(fake, c, args):
+        if args[0].upper() == b"EVALSHA":
+            out = reply(seen[0], args)
+            seen[0] += 1
+            if out is not None:
+                c.sendall(out)
+            return None
+        return FakeRedis.allow(fake, c, args)
+    return on_command
+
+
+@pytest.mark.parametrize("reply", [
+    b"+OK\r\n", b":1\r\n", b"$-1\r\n", b"*-1\r\n", b"*0\r\n", b"*1\r\n:1\r\n",
+    b"*3\r\n:1\r\n:0\r\n:0\r\n", b"*2\r\n:2\r\n:0\r\n", b"*2\r\n:1\r\n:-5\r\n",
+    b"*2\r\n$1\r\nx\r\n:0\r\n", b"*2\r\n*1\r\n:1\r\n:0\r\n", b"*2\r\n$-1\r\n$-1\r\n",
+    b"%1\r\n:1\r\n:0\r\n", b"~2\r\n:1\r\n:0\r\n", b"_\r\n", b"#t\r\n", b",1.5\r\n",
+    b"*2\r\n:1\r\n:99999999999999999999999\r\n", b"$5\r\nhello\r\n",
+    b"!3\r\nERR\r\n", b"|1\r\n:1\r\n:1\r\n*2\r\n:1\r\n:0\r\n",
+])
+def test_wrong_reply_types_fall_back_never_5xx(bulwark, origin, fake_redis, reply):
+    fake = fake_redis(evalsha_replies(lambda n, a: reply))
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port, burst=2))
+    statuses = statuses_of(b, 6)
+    # whatever the store says, the local budget (burst 2: 3 pass) decides
+    assert set(statuses) <= {200, 429}, statuses
+    assert b.proc.poll() is None, b.output()
+    m = metrics(b)
+    assert m["bulwark_rate_limit_store_checks_total"] + \
+        m["bulwark_rate_limit_store_fallbacks_total"] >= 6, m
+
+
+def test_error_replies_logged_once_and_counted_as_an_outage(bulwark, origin, fake_redis):
+    """-ERR / -OOM for every check: Redis refuses. The README promises what a refusing
+    Redis gets: decided locally, logged once (not once per request), counted as an
+    outage, stores_up 0."""
+    fake = fake_redis(evalsha_replies(
+        lambda n, a: b"*2\r\n:1\r\n:0\r\n" if n == 0 else
+        b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"))
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port))
+    assert get(b.port)[0] == 200
+    assert metric(b, "bulwark_rate_limit_store_up") == 1
+    statuses = statuses_of(b, 40)
+    assert statuses == [200] * 40, statuses
+    m = metrics(b)
+    assert m["bulwark_rate_limit_store_fallbacks_total"] == 40, m
+    assert m["bulwark_rate_limit_store_checks_total"] == 1, m
+    assert m["bulwark_rate_limit_store_up"] == 0, m
+    assert m["bulwark_rate_limit_store_outages_total"] >= 1, m
+    log = b.error_log()
+    assert log.count("OOM command not allowed") <= 3, log[-3000:]
+
+
+def test_noscript_loads_the_script_again(bulwark, origin, fake_redis):
+    """The script cache flushed under a live connection (SCRIPT FLUSH, a failover to a
+    replica that never saw SCRIPT LOAD): every EVALSHA answers -NOSCRIPT. bulwark must
+    load the script again rather than fall back forever on a connection it calls up."""
+    state = {"loaded": True}
+
+    def on_command(fake, c, args):
+        name = args[0].upper()
+        if name == b"SCRIPT":
+            state["loaded"] = True
+            c.sendall(bulk(hashlib.sha1(args[2]).hexdigest().encode()))
+        elif name == b"EVALSHA":
+            if state["loaded"]:
+                c.sendall(b"*2\r\n:1\r\n:0\r\n")
+            else:
+                c.sendall(b"-NOSCRIPT No matching script. Please use EVAL.\r\n")
+    fake = fake_redis(on_command)
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port, burst=1000000))
+    assert statuses_of(b, 3) == [200] * 3
+    assert metric(b, "bulwark_rate_limit_store_checks_total") == 3
+    state["loaded"] = False  # SCRIPT FLUSH
+
+    def shared_again():
+        assert get(b.port)[0] == 200
+        return metric(b, "bulwark_rate_limit_store_checks_total") > 3
+    wait_for(shared_again, "checks answered by the store again", 20)
+    assert fake.count(b"SCRIPT") >= 2
+
+
+def test_huge_wait_from_the_store_is_bounded(bulwark, origin, fake_redis):
+    """A store answering an absurd wait (allowed, 2^62 us ahead; refused, 2^62 us to
+    wait): a request must neither be held for ever (nodelay false) nor get a
+    Retry-After of centuries; a verdict outside GCRA's own bounds is no verdict."""
+    big = b"1000000000000000"  # 31 years in us
+    fake = fake_redis(evalsha_replies(
+        lambda n, a: b"*2\r\n:1\r\n:" + big + b"\r\n" if n % 2 == 0 else
+        b"*2\r\n:0\r\n:" + big + b"\r\n"))
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port, rate="10/s", burst=5, nodelay="false"))
+    for _ in range(4):
+        t0 = time.monotonic()
+        status, headers, _ = get(b.port, timeout=20)
+        assert status in (200, 429)
+        assert time.monotonic() - t0 < 5, "held by the store's absurd wait"
+        if status == 429:
+            # 10/s: a retry conforms within an interval (0.1 s): 1 s at most
+            assert int(headers["Retry-After"]) <= 1, headers
+    assert b.proc.poll() is None, b.output()
