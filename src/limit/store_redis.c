@@ -26,6 +26,18 @@
 #define STORE_RETRY_MS 1000
 /* Keys live under this prefix. */
 #define STORE_KEY_PREFIX "bulwark:rl:"
+/* Our replies are a few dozen bytes (an array of two integers, a 40-byte
+ * SHA-1); a reply still incomplete after this many bytes is not one of
+ * ours (a huge bulk string or array from a broken or hostile server):
+ * the connection is dropped before it is buffered whole. Bytes are fed to
+ * the reader in pieces of STORE_FEED_PIECE so the count stays exact. */
+#define STORE_MAX_REPLY_BYTES 4096
+#define STORE_FEED_PIECE 1024
+/* Our replies hold arrays of two elements. hiredis 0.14 (Debian's) has no
+ * bound of its own: "*100000000\r\n" is an 800 MB calloc, and freeing the
+ * half-read array walks it all (seconds of a blocked worker, all of it
+ * resident). Larger counts are refused before the reader sees them. */
+#define STORE_MAX_ARRAY 16
 /* Longest key stored as it is. */
 #define STORE_KEY_MAX 200
 
@@ -65,6 +77,11 @@ struct store {
     uint64_t retry_at_ms;
     char sha[41]; /* of gcra_script */
     redisReader *reader;
+    size_t unreplied_bytes; /* fed since the last whole reply (a bound) */
+    struct {
+        enum { SCAN_LINE_START, SCAN_COUNT, SCAN_REST } state;
+        uint32_t count;
+    } scan;    /* where the aggregate-count check (counts_ok) is in the stream */
     char *out; /* formatted commands not yet written */
     size_t out_len, out_cap;
     struct slot *slots; /* ring of pending replies, in request order */
@@ -263,16 +280,50 @@ static int dispatch(struct store *st, redisReply *r, char *why, size_t why_len)
     return 0;
 }
 
+/* false when p[0..n) declares an array (or a RESP3 map, set, push,
+ * attribute) of more than STORE_MAX_ARRAY elements. A type byte opens a
+ * line; a bulk string's payload may look like one too, which at worst
+ * drops a connection whose reply was not ours anyway. */
+static bool counts_ok(struct store *st, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (c == '\n') {
+            st->scan.state = SCAN_LINE_START;
+            continue;
+        }
+        if (st->scan.state == SCAN_LINE_START) {
+            st->scan.state = strchr("*%~|>", c) ? SCAN_COUNT : SCAN_REST;
+            st->scan.count = 0;
+        } else if (st->scan.state == SCAN_COUNT) {
+            if (c < '0' || c > '9') {
+                st->scan.state = SCAN_REST;
+                continue;
+            }
+            st->scan.count = st->scan.count * 10 + (uint32_t)(c - '0');
+            if (st->scan.count > STORE_MAX_ARRAY)
+                return false;
+        }
+    }
+    return true;
+}
+
 static void on_readable(struct store *st)
 {
     char buf[16384];
     for (;;) {
         ssize_t n = recv(st->io.fd, buf, sizeof(buf), 0);
-        if (n > 0) {
-            if (redisReaderFeed(st->reader, buf, (size_t)n) != REDIS_OK) {
+        for (size_t off = 0; n > 0 && off < (size_t)n; off += STORE_FEED_PIECE) {
+            size_t piece = (size_t)n - off < STORE_FEED_PIECE ? (size_t)n - off : STORE_FEED_PIECE;
+            if (!counts_ok(st, buf + off, piece)) {
+                drop(st, "reply too large");
+                return;
+            }
+            if (redisReaderFeed(st->reader, buf + off, piece) != REDIS_OK) {
                 drop(st, "bad reply");
                 return;
             }
+            bool replied = false;
             for (;;) {
                 void *reply = NULL;
                 if (redisReaderGetReply(st->reader, &reply) != REDIS_OK) {
@@ -281,6 +332,7 @@ static void on_readable(struct store *st)
                 }
                 if (!reply)
                     break;
+                replied = true;
                 char why[128];
                 int rc = dispatch(st, reply, why, sizeof(why));
                 freeReplyObject(reply);
@@ -291,8 +343,16 @@ static void on_readable(struct store *st)
                 if (st->conn != CONN_UP)
                     return; /* a callback's check dropped it */
             }
-            continue;
+            /* A reply that ended in this piece leaves at most the piece's
+             * bytes of the next one. */
+            st->unreplied_bytes = replied ? piece : st->unreplied_bytes + piece;
+            if (st->unreplied_bytes > STORE_MAX_REPLY_BYTES) {
+                drop(st, "reply too large");
+                return;
+            }
         }
+        if (n > 0)
+            continue;
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -352,6 +412,8 @@ static int connect_store(struct store *st)
         return -1;
     }
     st->reader = redisReaderCreate();
+    st->unreplied_bytes = 0;
+    st->scan.state = SCAN_LINE_START;
     if (!st->reader) {
         close(fd);
         return -1;

@@ -374,3 +374,162 @@ def test_huge_wait_from_the_store_is_bounded(bulwark, origin, fake_redis):
             # 10/s: a retry conforms within an interval (0.1 s): 1 s at most
             assert int(headers["Retry-After"]) <= 1, headers
     assert b.proc.poll() is None, b.output()
+
+
+def test_replies_split_byte_by_byte_still_decide(bulwark, origin, fake_redis):
+    """Every byte of every reply in its own segment: the reader must reassemble them;
+    a refusal so delivered is still a 429 (the shared verdict, not a fallback)."""
+    def on_command(fake, c, args):
+        name = args[0].upper()
+        if name == b"SCRIPT":
+            out = bulk(hashlib.sha1(args[2]).hexdigest().encode())
+        else:
+            out = b"*2\r\n:0\r\n:500000\r\n"
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(out)):
+            c.sendall(out[i:i + 1])
+            time.sleep(0.001)
+    fake = fake_redis(on_command)
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port, rate="1/s"))
+    statuses = statuses_of(b, 3)
+    assert statuses == [429] * 3, statuses
+    m = metrics(b)
+    assert m["bulwark_rate_limit_store_checks_total"] == 3, m
+    assert m["bulwark_rate_limit_store_fallbacks_total"] == 0, m
+
+
+def test_unsolicited_and_unasked_replies_drop_the_connection(bulwark, origin, fake_redis):
+    """A reply before any command, and two replies for one check: the extra reply is
+    nobody's; the connection is dropped (never attributed to a later request)."""
+    def on_command(fake, c, args):
+        name = args[0].upper()
+        if name == b"SCRIPT":
+            c.sendall(bulk(hashlib.sha1(args[2]).hexdigest().encode()))
+        else:
+            c.sendall(b"*2\r\n:1\r\n:0\r\n*2\r\n:0\r\n:1000\r\n")
+    fake = fake_redis(on_command)
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port, rate="1/m", burst=100))
+    statuses = statuses_of(b, 5)
+    assert statuses == [200] * 5, statuses
+    assert b.proc.poll() is None
+    b.wait_log(r"rate_limit store redis://127\.0\.0\.1:\d+ unreachable \(unexpected reply\)")
+
+
+def hold(delay_s):
+    """on_command answering each EVALSHA {1, 0} after delay_s (a thread per reply, so
+    pipelined checks each wait their own delay)."""
+    def reply(fake, c, args):
+        if args[0].upper() != b"EVALSHA":
+            return FakeRedis.allow(fake, c, args)
+
+        def later():
+            time.sleep(delay_s)
+            try:
+                c.sendall(b"*2\r\n:1\r\n:0\r\n")
+            except OSError:
+                pass
+        threading.Thread(target=later, daemon=True).start()
+    return reply
+
+
+def test_a_store_that_never_answers_costs_one_timeout_per_retry(bulwark, origin, fake_redis):
+    fake = fake_redis(lambda fake, c, args: None)  # accepts, reads, never answers
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port))
+    t0 = time.monotonic()
+    assert get(b.port)[0] == 200
+    first = time.monotonic() - t0
+    assert first >= 0.09, first  # waited for the store's 100 ms
+    # the next ones, within the retry second, decide locally at once
+    statuses = statuses_of(b, 10)
+    assert statuses == [200] * 10
+    m = metrics(b)
+    assert m["bulwark_rate_limit_store_fallbacks_total"] == 11, m
+    assert m["bulwark_rate_limit_store_checks_total"] == 0, m
+    b.wait_log(r"unreachable \(no reply within 100 ms\)")
+
+
+def test_slow_store_just_under_and_just_over_the_timeout(bulwark, origin, fake_redis):
+    o = origin()
+    under = fake_redis(hold(0.04))
+    b = start(bulwark, o.addr, rl_store(under.port))
+    assert statuses_of(b, 5) == [200] * 5
+    m = metrics(b)
+    assert m["bulwark_rate_limit_store_checks_total"] == 5, m
+    over = fake_redis(hold(0.25))
+    b2 = start(bulwark, o.addr, rl_store(over.port))
+    t0 = time.monotonic()
+    assert statuses_of(b2, 3) == [200] * 3
+    assert time.monotonic() - t0 < 5
+    m = metrics(b2)
+    assert m["bulwark_rate_limit_store_checks_total"] == 0, m
+    assert m["bulwark_rate_limit_store_fallbacks_total"] == 3, m
+    assert b2.proc.poll() is None
+
+
+@pytest.mark.parametrize("how", ["close_mid_reply", "reset"])
+def test_store_closing_or_resetting_mid_reply(bulwark, origin, fake_redis, how):
+    def on_command(fake, c, args):
+        if args[0].upper() != b"EVALSHA":
+            return FakeRedis.allow(fake, c, args)
+        c.sendall(b"*2\r\n:1\r\n")
+        if how == "reset":
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.close()
+        return "stop"
+    fake = fake_redis(on_command)
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port))
+    assert statuses_of(b, 5) == [200] * 5
+    m = metrics(b)
+    assert m["bulwark_rate_limit_store_fallbacks_total"] == 5, m
+    assert b.proc.poll() is None
+
+
+def proc_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.parametrize("kind", ["bulk", "array"])
+def test_huge_reply_is_not_buffered_whole(bulwark, origin, fake_redis, kind):
+    """A reply announcing a 512 MB bulk string (or an array of 100 million integers)
+    and streaming it as fast as loopback goes: the store's replies are a few dozen
+    bytes; bulwark must not buffer hundreds of MB of it before giving up on that store."""
+    chunk = b"x" * 65536 if kind == "bulk" else b":1\r\n" * 16384
+    head = b"*2\r\n:1\r\n$536870000\r\n" if kind == "bulk" else b"*100000000\r\n"
+
+    def on_command(fake, c, args):
+        if args[0].upper() != b"EVALSHA":
+            return FakeRedis.allow(fake, c, args)
+        try:
+            c.sendall(head)
+            for _ in range(536870000 // len(chunk)):
+                c.sendall(chunk)
+        except OSError:
+            pass
+        return "stop"
+    fake = fake_redis(on_command)
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port))
+    before = proc_rss_kib(b.pid)
+    peak = [0]
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc_rss_kib(b.pid))
+            time.sleep(0.002)
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        assert statuses_of(b, 3) == [200] * 3
+    finally:
+        stop.set()
+        t.join()
+    assert peak[0] - before < 32 * 1024, (before, peak[0])
