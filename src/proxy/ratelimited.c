@@ -253,6 +253,14 @@ bool request_rate_limit(struct request *r, const struct http_request *hr)
     return apply(r, rl, &v);
 }
 
+void request_rate_limit_forget(struct request *r)
+{
+    if (r->store_pending) {
+        store_cancel(r->store, &r->store_wait);
+        r->store_pending = false;
+    }
+}
+
 static void delay_done(struct timer *tm)
 {
     struct attempt *a = container_of(tm, struct attempt, timer);

@@ -230,35 +230,43 @@ def rl_store(port, rate="1/m", burst=1000, nodelay="true", extra=""):
 def test_refused_413_while_its_check_is_pending_is_answered_once(bulwark, origin, fake_redis,
                                                                  tmp_path):
     """A request refused after its check went out (413: body over max_body_size) whose
-    refusal cannot be written at once (the client reads nothing yet, a 32 KiB error page)
-    must not be answered a second time when the store's verdict arrives, nor forwarded."""
-    fake = fake_redis()
+    refusal cannot be written at once must not be answered a second time, nor forwarded,
+    when the store's verdict comes (here: its timeout, decided locally).
+
+    The refusal is held up by a client that reads nothing: it advertises a small MSS and
+    receive buffer (so bulwark's send buffer stays about 40 KB), pipelines a 30 KB
+    response before the refused request, and the 413 carries a 30 KB custom page."""
+    def on_command(fake, c, args):
+        if args[0].upper() == b"EVALSHA" and fake.count(b"EVALSHA") > 1:
+            return None  # the refused request's check: no answer (100 ms timeout)
+        return FakeRedis.allow(fake, c, args)
+    fake = fake_redis(on_command)
     o = origin()
     page = tmp_path / "413.html"
     page.write_text("<html>" + "x" * 30000 + "</html>")
     b = start(bulwark, o.addr, rl_store(fake.port),
               extra_top=f"client:\n  max_body_size: 10\nerrors:\n  pages:\n    413: {page}\n")
-    for _ in range(3):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-        s.connect(("127.0.0.1", b.port))
-        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n"
-                  b"Content-Length: 100\r\n\r\n")
-        # the verdict reaches bulwark while the 413 waits for the client
-        wait_for(lambda: fake.count(b"EVALSHA") >= 1, "the check to reach the store")
-        time.sleep(0.3)  # not a wait for a condition: the client stays silent meanwhile
-        s.settimeout(10)
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-        s.close()
-        assert data.startswith(b"HTTP/1.1 413 "), data[:200]
-        assert data.count(b"HTTP/1.1 ") == 1, data[:200]
-        fake.commands.clear()
-    assert len(o.requests) == 0, "a refused request reached the origin"
+    s = socket.socket()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.connect(("127.0.0.1", b.port))
+    s.sendall(b"GET /bytes/30000 HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"POST /echo HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n"
+              b"Content-Length: 100\r\n\r\n")
+    b.wait_log(r"unreachable \(no reply within 100 ms\)")
+    s.settimeout(10)
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+    second = data[data.index(b"\r\n\r\n") + 4 + 30000:]
+    assert second.startswith(b"HTTP/1.1 413 "), second[:200]
+    assert second.count(b"HTTP/1.1 ") == 1, second[:200]
+    assert len(o.requests) == 1, "the refused request reached the origin"
     assert b.proc.poll() is None, b.output()
 
 
