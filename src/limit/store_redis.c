@@ -86,6 +86,7 @@ struct store {
     size_t out_len, out_cap;
     struct slot *slots; /* ring of pending replies, in request order */
     uint32_t head, count;
+    uint32_t waiting; /* slots whose waiter still expects its callback */
     uint32_t gen;
     struct deferred flush;
     struct timer timer; /* the oldest pending reply's deadline */
@@ -132,6 +133,7 @@ static void answer(struct store *st, struct slot *sl, enum store_verdict v, uint
     sl->w = NULL;
     if (!w)
         return;
+    st->waiting--;
     if (v == STORE_UNAVAILABLE)
         atomic_fetch_add_explicit(&stat_fallbacks, 1, memory_order_relaxed);
     else
@@ -485,6 +487,11 @@ bool store_up(const struct store *st)
     return st->up;
 }
 
+bool store_busy(const struct store *st)
+{
+    return st->waiting > 0;
+}
+
 int store_gcra(struct store *st, const char *key, size_t key_len, uint64_t t_us, uint64_t tau_us,
                struct store_waiter *w)
 {
@@ -533,6 +540,7 @@ int store_gcra(struct store *st, const char *key, size_t key_len, uint64_t t_us,
     uint32_t i = (st->head + st->count) % STORE_MAX_PENDING;
     st->slots[i] = (struct slot){.w = w, .sent_ms = loop_now_ms(st->loop)};
     st->count++;
+    st->waiting++;
     w->slot = i;
     w->gen = ++st->gen;
     if (st->count == 1 || !timer_armed(&st->timer))
@@ -543,8 +551,10 @@ int store_gcra(struct store *st, const char *key, size_t key_len, uint64_t t_us,
 
 void store_cancel(struct store *st, struct store_waiter *w)
 {
-    if (w->slot < STORE_MAX_PENDING && st->slots[w->slot].w == w)
+    if (w->slot < STORE_MAX_PENDING && st->slots[w->slot].w == w) {
         st->slots[w->slot].w = NULL;
+        st->waiting--;
+    }
 }
 
 int store_parse_url(const char *url, struct config_addr *addr, char *err, size_t err_len)

@@ -107,20 +107,47 @@ static bool apply(struct request *r, const struct config_rate_limit *rl,
     return true;
 }
 
+static bool same_addr(const struct config_addr *a, const struct config_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Does the worker's current config still send checks to addr? */
+static bool store_in_config(const struct worker *w, const struct config_addr *addr)
+{
+    const struct config *cfg = w->set->cfg;
+    for (size_t i = 0; i < cfg->num_routes; i++) {
+        const struct config_rate_limit *rl = cfg->routes[i].rate_limit;
+        if (rl && rl->store_addr.len && same_addr(&rl->store_addr, addr))
+            return true;
+    }
+    return false;
+}
+
 /* The worker's store for rl's Redis, made at first use; NULL when out of
- * memory or too many distinct stores (then limits stay local). */
+ * memory or too many distinct stores (then limits stay local). A store
+ * that reloads left behind (no route uses its address, no check waits on
+ * it) gives its place up: else the ninth store URL of a process's life
+ * would never be asked. */
 static struct store *worker_store(struct worker *w, const struct config_rate_limit *rl)
 {
     for (size_t i = 0; i < w->num_stores; i++)
-        if (w->stores[i].addr.len == rl->store_addr.len &&
-            memcmp(&w->stores[i].addr.ss, &rl->store_addr.ss, rl->store_addr.len) == 0)
+        if (same_addr(&w->stores[i].addr, &rl->store_addr))
             return w->stores[i].st;
-    if (w->num_stores == WORKER_MAX_STORES)
+    size_t at = w->num_stores;
+    for (size_t i = 0; at == WORKER_MAX_STORES && i < w->num_stores; i++)
+        if (!store_busy(w->stores[i].st) && !store_in_config(w, &w->stores[i].addr))
+            at = i;
+    if (at == WORKER_MAX_STORES)
         return NULL;
     struct store *st = store_new(w->loop, &rl->store_addr, STORE_TIMEOUT_MS);
     if (!st)
         return NULL;
-    w->stores[w->num_stores++] = (struct worker_store){.addr = rl->store_addr, .st = st};
+    if (at < w->num_stores)
+        store_free(w->stores[at].st);
+    else
+        w->num_stores++;
+    w->stores[at] = (struct worker_store){.addr = rl->store_addr, .st = st};
     return st;
 }
 

@@ -541,3 +541,158 @@ def test_huge_reply_is_not_buffered_whole(bulwark, origin, fake_redis, kind):
         stop.set()
         t.join()
     assert peak[0] - before < 32 * 1024, (before, peak[0])
+
+
+def flood(port, n, path="/echo", headers=b"", deadline_s=60):
+    """n connections, each one GET, all sent before any answer is read; returns
+    {status: count} (0: no answer), each connection read to its one response."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.connect(("127.0.0.1", port))
+        socks.append(s)
+    req = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+    for s in socks:
+        s.sendall(req)
+    counts = {}
+    end = time.monotonic() + deadline_s
+    for s in socks:
+        s.settimeout(max(0.1, end - time.monotonic()))
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                d = s.recv(65536)
+                if not d:
+                    break
+                data += d
+        except OSError:
+            pass
+        m = re.match(rb"HTTP/1\.1 (\d+) ", data)
+        status = int(m.group(1)) if m else 0
+        counts[status] = counts.get(status, 0) + 1
+        assert data.count(b"HTTP/1.1 ") <= 1, data[:300]
+        s.close()
+    return counts
+
+
+@pytest.mark.parametrize("fake_kind", ["silent", "slow"])
+def test_thousands_in_flight_on_a_slow_store(bulwark, origin, fake_redis, fake_kind):
+    """5000 requests at once on one worker, the store silent (every check times out) or
+    answering 60 ms late: at most 4096 checks pending, every request answered once with
+    200, every request counted once as a check or a fallback, memory bounded."""
+    if fake_kind == "silent":
+        fake = fake_redis(lambda fake, c, args: None)
+    else:
+        fake = fake_redis(hold(0.06))
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port, burst=1000000))
+    rss0 = proc_rss_kib(b.pid)
+    counts = flood(b.port, 5000)
+    assert counts == {200: 5000}, counts
+    m = metrics(b)
+    total = m["bulwark_rate_limit_store_checks_total"] + m["bulwark_rate_limit_store_fallbacks_total"]
+    assert total == 5000, m
+    assert proc_rss_kib(b.pid) - rss0 < 256 * 1024
+    assert b.proc.poll() is None
+
+
+def test_clients_closing_while_their_check_is_pending(bulwark, origin, fake_redis):
+    """Clients that send a request and close (FIN or RST) before the store answers: the
+    store's late answers must find no request (ASan build: no use after free)."""
+    fake = fake_redis(hold(0.05))
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fake.port, burst=1000000), workers=2)
+    for round_ in range(3):
+        socks = []
+        for i in range(300):
+            s = socket.socket()
+            if i % 2:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.connect(("127.0.0.1", b.port))
+            s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+        for s in socks:
+            s.close()
+        assert get(b.port)[0] == 200
+    # most were parsed (their checks went out) before the close was seen
+    wait_for(lambda: fake.count(b"EVALSHA") >= 300, "the checks to reach the store")
+    assert statuses_of(b, 5) == [200] * 5
+    assert len(o.requests) <= 905
+    assert b.proc.poll() is None, b.output()
+    assert "ERROR: AddressSanitizer" not in b.output()
+
+
+def background_flood(port, n):
+    out = {}
+
+    def run():
+        out["counts"] = flood(port, n)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+@pytest.mark.parametrize("change", ["other_store", "no_rate_limit", "local_store"])
+def test_reload_while_checks_are_pending(bulwark, origin, fake_redis, change):
+    """SIGHUP while hundreds of checks wait on a slow store, to a config that moves the
+    store, removes the rate limit, or makes it local: every request answered once (200),
+    the late answers find nothing freed (ASan build), the new config applies."""
+    slow = fake_redis(hold(0.08))
+    other = fake_redis()
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(slow.port, burst=1000000), workers=2)
+    new_rl = {"other_store": rl_store(other.port, burst=1000000),
+              "no_rate_limit": None,
+              "local_store": '{rate: "1/m", burst: 1000000, nodelay: true}'}[change]
+    cfg = b.cfg.replace(f"rate_limit: {rl_store(slow.port, burst=1000000)}\n",
+                        f"rate_limit: {new_rl}\n" if new_rl else "")
+    assert cfg != b.cfg
+    t, out = background_flood(b.port, 600)
+    wait_for(lambda: slow.count(b"EVALSHA") >= 50, "checks pending on the slow store")
+    assert b.reload(cfg)
+    t.join(90)
+    assert out["counts"] == {200: 600}, out
+    before = other.count(b"EVALSHA")
+    assert statuses_of(b, 4) == [200] * 4
+    if change == "other_store":
+        assert other.count(b"EVALSHA") == before + 4
+    assert b.proc.poll() is None, b.output()
+    assert "ERROR: AddressSanitizer" not in b.output()
+
+
+def test_sigterm_while_checks_are_pending(bulwark, origin, fake_redis):
+    slow = fake_redis(hold(0.08))
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(slow.port, burst=1000000), workers=2)
+    t, out = background_flood(b.port, 400)
+    wait_for(lambda: slow.count(b"EVALSHA") >= 50, "checks pending on the slow store")
+    rc = b.stop()
+    t.join(90)
+    assert rc == 0, b.output()
+    counts = out["counts"]
+    # drained: those accepted got their answer; none got a 5xx
+    assert all(s in (0, 200) for s in counts), counts
+    assert "ERROR: AddressSanitizer" not in b.output()
+
+
+def test_store_url_changed_by_many_reloads_still_shared(bulwark, origin, fake_redis):
+    """Each reload to a new store URL: the newest store must be the one asked, however
+    many URLs came before (a worker keeps a few stores; the ninth must not silently be
+    local, uncounted)."""
+    fakes = [fake_redis() for _ in range(10)]
+    o = origin()
+    b = start(bulwark, o.addr, rl_store(fakes[0].port, burst=1000000))
+    assert get(b.port)[0] == 200
+    cfg = b.cfg
+    for i in range(1, 10):
+        new = cfg.replace(rl_store(fakes[i - 1].port, burst=1000000),
+                          rl_store(fakes[i].port, burst=1000000))
+        assert new != cfg
+        assert b.reload(new)
+        cfg = new
+        assert get(b.port)[0] == 200
+        assert fakes[i].count(b"EVALSHA") == 1, f"store {i} was not asked"
+    m = metrics(b)
+    assert m["bulwark_rate_limit_store_checks_total"] == 10, m
