@@ -62,6 +62,8 @@ void store_cancel(struct store *st, struct store_waiter *w);
 
 /* Is the connection up (the last exchange succeeded)? */
 bool store_up(const struct store *st);
+/* Does a check still wait for its callback (store_free would run it)? */
+bool store_busy(const struct store *st);
 
 /* Counters of all stores of the process, for /metrics. */
 struct store_stats {

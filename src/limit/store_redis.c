@@ -26,6 +26,18 @@
 #define STORE_RETRY_MS 1000
 /* Keys live under this prefix. */
 #define STORE_KEY_PREFIX "bulwark:rl:"
+/* Our replies are a few dozen bytes (an array of two integers, a 40-byte
+ * SHA-1); a reply still incomplete after this many bytes is not one of
+ * ours (a huge bulk string or array from a broken or hostile server):
+ * the connection is dropped before it is buffered whole. Bytes are fed to
+ * the reader in pieces of STORE_FEED_PIECE so the count stays exact. */
+#define STORE_MAX_REPLY_BYTES 4096
+#define STORE_FEED_PIECE 1024
+/* Our replies hold arrays of two elements. hiredis 0.14 (Debian's) has no
+ * bound of its own: "*100000000\r\n" is an 800 MB calloc, and freeing the
+ * half-read array walks it all (seconds of a blocked worker, all of it
+ * resident). Larger counts are refused before the reader sees them. */
+#define STORE_MAX_ARRAY 16
 /* Longest key stored as it is. */
 #define STORE_KEY_MAX 200
 
@@ -65,10 +77,16 @@ struct store {
     uint64_t retry_at_ms;
     char sha[41]; /* of gcra_script */
     redisReader *reader;
+    size_t unreplied_bytes; /* fed since the last whole reply (a bound) */
+    struct {
+        enum { SCAN_LINE_START, SCAN_COUNT, SCAN_REST } state;
+        uint32_t count;
+    } scan;    /* where the aggregate-count check (counts_ok) is in the stream */
     char *out; /* formatted commands not yet written */
     size_t out_len, out_cap;
     struct slot *slots; /* ring of pending replies, in request order */
     uint32_t head, count;
+    uint32_t waiting; /* slots whose waiter still expects its callback */
     uint32_t gen;
     struct deferred flush;
     struct timer timer; /* the oldest pending reply's deadline */
@@ -115,6 +133,7 @@ static void answer(struct store *st, struct slot *sl, enum store_verdict v, uint
     sl->w = NULL;
     if (!w)
         return;
+    st->waiting--;
     if (v == STORE_UNAVAILABLE)
         atomic_fetch_add_explicit(&stat_fallbacks, 1, memory_order_relaxed);
     else
@@ -225,26 +244,29 @@ static int reply_int(const redisReply *r, long long *v)
     return -1;
 }
 
-/* One reply, for the oldest pending slot. 0, or -1: the store speaks
- * something we do not understand (dropped, decided locally). */
-static int dispatch(struct store *st, redisReply *r)
+/* One reply, for the oldest pending slot. 0, or -1: the store refuses or
+ * speaks something we do not understand (why says which; the caller drops
+ * the connection: every pending check is decided locally). */
+static int dispatch(struct store *st, redisReply *r, char *why, size_t why_len)
 {
+    snprintf(why, why_len, "unexpected reply");
     if (st->count == 0)
         return -1; /* a reply nobody asked for */
     struct slot *sl = &st->slots[st->head];
     st->head = (st->head + 1) % STORE_MAX_PENDING;
     st->count--;
     if (r->type == REDIS_REPLY_ERROR) {
-        log_warn("rate_limit store redis://%s answered an error: %.*s", st->addr.text,
-                 (int)(r->len > 200 ? 200 : r->len), r->str);
+        /* Redis refuses (-OOM, -NOSCRIPT after SCRIPT FLUSH, -READONLY, ...):
+         * an outage like any other, logged once by drop() and not once per
+         * request; the new connection loads the script again. */
+        snprintf(why, why_len, "error reply: %.*s", (int)(r->len > 80 ? 80 : r->len), r->str);
         answer(st, sl, STORE_UNAVAILABLE, 0);
-        return 0;
+        return -1;
     }
     if (sl->load) {
         /* SCRIPT LOAD answers the script's SHA-1: it names what we send. */
         if (r->type != REDIS_REPLY_STRING || r->len != 40 || memcmp(r->str, st->sha, 40) != 0) {
-            log_error("rate_limit store redis://%s: the limit script did not load as expected",
-                      st->addr.text);
+            snprintf(why, why_len, "the limit script did not load as expected");
             return -1;
         }
         return 0;
@@ -260,16 +282,50 @@ static int dispatch(struct store *st, redisReply *r)
     return 0;
 }
 
+/* false when p[0..n) declares an array (or a RESP3 map, set, push,
+ * attribute) of more than STORE_MAX_ARRAY elements. A type byte opens a
+ * line; a bulk string's payload may look like one too, which at worst
+ * drops a connection whose reply was not ours anyway. */
+static bool counts_ok(struct store *st, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (c == '\n') {
+            st->scan.state = SCAN_LINE_START;
+            continue;
+        }
+        if (st->scan.state == SCAN_LINE_START) {
+            st->scan.state = strchr("*%~|>", c) ? SCAN_COUNT : SCAN_REST;
+            st->scan.count = 0;
+        } else if (st->scan.state == SCAN_COUNT) {
+            if (c < '0' || c > '9') {
+                st->scan.state = SCAN_REST;
+                continue;
+            }
+            st->scan.count = st->scan.count * 10 + (uint32_t)(c - '0');
+            if (st->scan.count > STORE_MAX_ARRAY)
+                return false;
+        }
+    }
+    return true;
+}
+
 static void on_readable(struct store *st)
 {
     char buf[16384];
     for (;;) {
         ssize_t n = recv(st->io.fd, buf, sizeof(buf), 0);
-        if (n > 0) {
-            if (redisReaderFeed(st->reader, buf, (size_t)n) != REDIS_OK) {
+        for (size_t off = 0; n > 0 && off < (size_t)n; off += STORE_FEED_PIECE) {
+            size_t piece = (size_t)n - off < STORE_FEED_PIECE ? (size_t)n - off : STORE_FEED_PIECE;
+            if (!counts_ok(st, buf + off, piece)) {
+                drop(st, "reply too large");
+                return;
+            }
+            if (redisReaderFeed(st->reader, buf + off, piece) != REDIS_OK) {
                 drop(st, "bad reply");
                 return;
             }
+            bool replied = false;
             for (;;) {
                 void *reply = NULL;
                 if (redisReaderGetReply(st->reader, &reply) != REDIS_OK) {
@@ -278,17 +334,27 @@ static void on_readable(struct store *st)
                 }
                 if (!reply)
                     break;
-                int rc = dispatch(st, reply);
+                replied = true;
+                char why[128];
+                int rc = dispatch(st, reply, why, sizeof(why));
                 freeReplyObject(reply);
                 if (rc < 0) {
-                    drop(st, "unexpected reply");
+                    drop(st, why);
                     return;
                 }
                 if (st->conn != CONN_UP)
                     return; /* a callback's check dropped it */
             }
-            continue;
+            /* A reply that ended in this piece leaves at most the piece's
+             * bytes of the next one. */
+            st->unreplied_bytes = replied ? piece : st->unreplied_bytes + piece;
+            if (st->unreplied_bytes > STORE_MAX_REPLY_BYTES) {
+                drop(st, "reply too large");
+                return;
+            }
         }
+        if (n > 0)
+            continue;
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -348,6 +414,8 @@ static int connect_store(struct store *st)
         return -1;
     }
     st->reader = redisReaderCreate();
+    st->unreplied_bytes = 0;
+    st->scan.state = SCAN_LINE_START;
     if (!st->reader) {
         close(fd);
         return -1;
@@ -419,6 +487,11 @@ bool store_up(const struct store *st)
     return st->up;
 }
 
+bool store_busy(const struct store *st)
+{
+    return st->waiting > 0;
+}
+
 int store_gcra(struct store *st, const char *key, size_t key_len, uint64_t t_us, uint64_t tau_us,
                struct store_waiter *w)
 {
@@ -467,6 +540,7 @@ int store_gcra(struct store *st, const char *key, size_t key_len, uint64_t t_us,
     uint32_t i = (st->head + st->count) % STORE_MAX_PENDING;
     st->slots[i] = (struct slot){.w = w, .sent_ms = loop_now_ms(st->loop)};
     st->count++;
+    st->waiting++;
     w->slot = i;
     w->gen = ++st->gen;
     if (st->count == 1 || !timer_armed(&st->timer))
@@ -477,8 +551,10 @@ int store_gcra(struct store *st, const char *key, size_t key_len, uint64_t t_us,
 
 void store_cancel(struct store *st, struct store_waiter *w)
 {
-    if (w->slot < STORE_MAX_PENDING && st->slots[w->slot].w == w)
+    if (w->slot < STORE_MAX_PENDING && st->slots[w->slot].w == w) {
         st->slots[w->slot].w = NULL;
+        st->waiting--;
+    }
 }
 
 int store_parse_url(const char *url, struct config_addr *addr, char *err, size_t err_len)

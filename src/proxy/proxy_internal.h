@@ -529,6 +529,9 @@ void attempt_log_failure(struct request *r, const char *what, enum cause cause, 
  * request_start must stop; else r goes on, r->rate_delay_ms set when it
  * must wait first. */
 bool request_rate_limit(struct request *r, const struct http_request *hr);
+/* r is answered or ends while its shared-store check is out: the verdict
+ * must never find it (no callback). Nothing when no check is out. */
+void request_rate_limit_forget(struct request *r);
 /* Hold r (REQ_DELAYED) for r->rate_delay_ms, then attempt_start. */
 void request_delay(struct request *r);
 

@@ -107,20 +107,47 @@ static bool apply(struct request *r, const struct config_rate_limit *rl,
     return true;
 }
 
+static bool same_addr(const struct config_addr *a, const struct config_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Does the worker's current config still send checks to addr? */
+static bool store_in_config(const struct worker *w, const struct config_addr *addr)
+{
+    const struct config *cfg = w->set->cfg;
+    for (size_t i = 0; i < cfg->num_routes; i++) {
+        const struct config_rate_limit *rl = cfg->routes[i].rate_limit;
+        if (rl && rl->store_addr.len && same_addr(&rl->store_addr, addr))
+            return true;
+    }
+    return false;
+}
+
 /* The worker's store for rl's Redis, made at first use; NULL when out of
- * memory or too many distinct stores (then limits stay local). */
+ * memory or too many distinct stores (then limits stay local). A store
+ * that reloads left behind (no route uses its address, no check waits on
+ * it) gives its place up: else the ninth store URL of a process's life
+ * would never be asked. */
 static struct store *worker_store(struct worker *w, const struct config_rate_limit *rl)
 {
     for (size_t i = 0; i < w->num_stores; i++)
-        if (w->stores[i].addr.len == rl->store_addr.len &&
-            memcmp(&w->stores[i].addr.ss, &rl->store_addr.ss, rl->store_addr.len) == 0)
+        if (same_addr(&w->stores[i].addr, &rl->store_addr))
             return w->stores[i].st;
-    if (w->num_stores == WORKER_MAX_STORES)
+    size_t at = w->num_stores;
+    for (size_t i = 0; at == WORKER_MAX_STORES && i < w->num_stores; i++)
+        if (!store_busy(w->stores[i].st) && !store_in_config(w, &w->stores[i].addr))
+            at = i;
+    if (at == WORKER_MAX_STORES)
         return NULL;
     struct store *st = store_new(w->loop, &rl->store_addr, STORE_TIMEOUT_MS);
     if (!st)
         return NULL;
-    w->stores[w->num_stores++] = (struct worker_store){.addr = rl->store_addr, .st = st};
+    if (at < w->num_stores)
+        store_free(w->stores[at].st);
+    else
+        w->num_stores++;
+    w->stores[at] = (struct worker_store){.addr = rl->store_addr, .st = st};
     return st;
 }
 
@@ -148,6 +175,14 @@ static void store_answered(struct store_waiter *wt, enum store_verdict sv, uint6
     r->store_pending = false;
     struct rate_verdict v;
     const uint64_t T = rl->interval_ns, tau = (uint64_t)rl->burst * T;
+    /* GCRA bounds what Redis can mean: an allowed key runs at most tau
+     * ahead, a refused one conforms again within tau + T (more only for a
+     * key a looser policy of the same name left behind). A larger wait is
+     * a broken or hostile store: it must not hold a request for days nor
+     * overflow Retry-After. */
+    const uint64_t wait_cap_us = (sv == STORE_ALLOW ? tau : tau + T) / 1000;
+    if (wait_us > wait_cap_us)
+        wait_us = wait_cap_us;
     if (sv == STORE_UNAVAILABLE) {
         r->store = NULL; /* says "local fallback" in a refusal's details */
         if (!decide_local(r, rl, r->store_key, r->store_key_len, &v))
@@ -243,6 +278,14 @@ bool request_rate_limit(struct request *r, const struct http_request *hr)
     if (!decide_local(r, rl, key, len, &v))
         return false;
     return apply(r, rl, &v);
+}
+
+void request_rate_limit_forget(struct request *r)
+{
+    if (r->store_pending) {
+        store_cancel(r->store, &r->store_wait);
+        r->store_pending = false;
+    }
 }
 
 static void delay_done(struct timer *tm)

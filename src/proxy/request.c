@@ -137,10 +137,7 @@ void request_end(struct request *r, enum request_ending how)
     if (r->waiter.queued)
         upstream_unwait(r->group, &r->waiter);
     loop_timer_cancel(session_loop(s), &r->at.timer);
-    if (r->store_pending) {
-        store_cancel(r->store, &r->store_wait);
-        r->store_pending = false;
-    }
+    request_rate_limit_forget(r);
     bool reusable = how == END_COMPLETE && r->at.uc && r->ex->reusable(r);
     if (reusable && (r->ka_timeout_s || r->ka_max))
         upstream_conn_keepalive_hint(r->at.uc, r->ka_timeout_s, r->ka_max);

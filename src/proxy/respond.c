@@ -20,6 +20,10 @@ void respond_local(struct request *r, int status, enum cause cause)
      * leaves the queue now: a wake-up must never find it. */
     if (r->waiter.queued)
         upstream_unwait(r->group, &r->waiter);
+    /* Likewise a request refused after its rate-limit check went out (413,
+     * 431): the store's verdict, arriving while this answer is still being
+     * written, would answer it again or forward it. */
+    request_rate_limit_forget(r);
     r->state = REQ_LOCAL;
     r->status = status;
     r->resp_body = (struct body){.framing = HTTP_FRAMING_NONE, .done = true};

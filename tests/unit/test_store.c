@@ -211,10 +211,13 @@ static void test_cancelled_check_gets_no_callback(void **state)
     struct store *st = store_new(loop, &a, 2000);
     assert_int_equal(store_gcra(st, "c", 1, 1000, 0, &probes[0].w), 0);
     assert_int_equal(store_gcra(st, "c", 1, 1000, 0, &probes[1].w), 0);
+    assert_true(store_busy(st));
     store_cancel(st, &probes[0].w);
+    assert_true(store_busy(st)); /* probes[1] still waits */
     run_until(1, 10000);
     assert_false(probes[0].answered);
     assert_true(probes[1].answered);
+    assert_false(store_busy(st)); /* no callback left to run: it may be freed */
     store_free(st);
     stop_redis(redis);
 }
