@@ -12,6 +12,9 @@
 
 #include "limit/ratelimit.h"
 
+/* Room for "<length>:<policy>|" of a store key. */
+#define STORE_KEY_HEAD_MAX 160
+
 /* A shared store's answer is awaited this long at most; then the request
  * is decided locally and the store is retried once a second. */
 #define STORE_TIMEOUT_MS 100
@@ -215,36 +218,42 @@ static void store_answered(struct store_waiter *wt, enum store_verdict sv, uint6
     session_drive(s);
 }
 
-/* "policy|key" into r->store_key; one too long keeps its start and a
- * 64-bit hash of the whole, so distinct long keys stay distinct. */
+/* "<policy length>:<policy>|<key>" into r->store_key: the length makes
+ * it unambiguous when a policy name (a route's label) holds a "|". One too
+ * long keeps its start and a 64-bit hash of the whole, so distinct long
+ * keys stay distinct. */
 static void store_key(struct request *r, const struct config_rate_limit *rl, const char *key,
                       size_t len)
 {
     const char *name = rl->name ? rl->name : "";
-    size_t nlen = strlen(name);
     const size_t cap = sizeof(r->store_key);
-    if (nlen + 1 + len <= cap) {
-        memcpy(r->store_key, name, nlen);
-        r->store_key[nlen] = '|';
-        memcpy(r->store_key + nlen + 1, key, len);
-        r->store_key_len = (uint16_t)(nlen + 1 + len);
+    char head[STORE_KEY_HEAD_MAX];
+    int hn = snprintf(head, sizeof(head), "%zu:%s|", strlen(name), name);
+    size_t hlen = hn < 0 ? 0 : (size_t)hn < sizeof(head) ? (size_t)hn : sizeof(head) - 1;
+    if (hlen + len <= cap && (size_t)hn < sizeof(head)) {
+        memcpy(r->store_key, head, hlen);
+        memcpy(r->store_key + hlen, key, len);
+        r->store_key_len = (uint16_t)(hlen + len);
         return;
     }
     uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < nlen; i++)
-        h = (h ^ (unsigned char)name[i]) * 1099511628211ULL;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
     h = (h ^ '|') * 1099511628211ULL;
     for (size_t i = 0; i < len; i++)
         h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
-    /* 17 bytes of "#" and hex; the start of "policy|key" before them */
-    char whole[LIMIT_STORE_KEY_MAX];
-    int n = snprintf(whole, sizeof(whole), "%s|%.*s", name, (int)(len < cap ? len : cap), key);
-    size_t keep = cap - 17 < (size_t)n ? cap - 17 : (size_t)n;
-    memcpy(r->store_key, whole, keep);
+    /* the start of head and key, then 17 bytes of "#" and hex */
+    size_t keep = cap - 17, n = 0;
+    size_t take = hlen < keep ? hlen : keep;
+    memcpy(r->store_key, head, take);
+    n = take;
+    take = len < keep - n ? len : keep - n;
+    memcpy(r->store_key + n, key, take);
+    n += take;
     char tail[18];
     snprintf(tail, sizeof(tail), "#%016llx", (unsigned long long)h);
-    memcpy(r->store_key + keep, tail, 17);
-    r->store_key_len = (uint16_t)(keep + 17);
+    memcpy(r->store_key + n, tail, 17);
+    r->store_key_len = (uint16_t)(n + 17);
 }
 
 bool request_rate_limit(struct request *r, const struct http_request *hr)

@@ -769,7 +769,7 @@ def test_real_redis_restarted_empty_loads_the_script_again(bulwark, origin, redi
         return get(b.port, "/echo?probe")[0] == 200 and \
             metric(b, "bulwark_rate_limit_store_up") == 1
     wait_for(fresh_budget, "the restarted (empty) Redis to answer", 20)
-    assert b"bulwark:rl:default|127.0.0.1" in rd2.cli("KEYS", "bulwark:rl:*")
+    assert b"bulwark:rl:7:default|127.0.0.1" in rd2.cli("KEYS", "bulwark:rl:*")
 
 
 def test_two_policies_on_one_redis_keep_two_budgets(bulwark, origin, redis):
@@ -782,7 +782,7 @@ def test_two_policies_on_one_redis_keep_two_budgets(bulwark, origin, redis):
     assert statuses_of(b, 3, "/x") == [200, 200, 429]
     assert statuses_of(b, 3, "/own/x") == [200, 200, 429]
     keys = rd.cli("KEYS", "bulwark:rl:*")
-    assert b"default|127.0.0.1" in keys and b"*/own/|127.0.0.1" in keys, keys
+    assert b"7:default|127.0.0.1" in keys and b"6:*/own/|127.0.0.1" in keys, keys
 
 
 def test_nodelay_false_holds_by_the_stores_wait(bulwark, origin, redis):
