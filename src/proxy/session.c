@@ -60,6 +60,9 @@ void session_close(struct session *s)
     defence_wait_end(s);
     loop_timer_cancel(w->loop, &s->timer);
     buf_release(&s->in);
+    /* Deregister before close: a process forked meanwhile (a program's
+     * keeper) may hold the socket, and epoll would report it after free. */
+    loop_del(w->loop, &s->io);
     close(s->io.fd);
     s->io.fd = -1;
     if (s->prev)

@@ -64,7 +64,11 @@ static void conn_destroy(struct loop *loop, struct upstream_conn *c)
 {
     loop_timer_cancel(loop, &c->idle_timer);
     if (c->io.fd >= 0) {
-        close(c->io.fd); /* close() also removes it from epoll */
+        /* Not only close(): a process forked meanwhile (a program's keeper,
+         * until it closes what it inherited) keeps the socket open, and
+         * epoll would go on reporting it for this freed io. */
+        loop_del(loop, &c->io);
+        close(c->io.fd);
         c->io.fd = -1;
         conn_hook(-1);
         struct upstream_server *s = c->server;
