@@ -140,6 +140,10 @@ static void set_state(struct program *p, enum program_state state)
     pthread_mutex_lock(&lock);
     p->state = state;
     p->info.state = state;
+    /* A FATAL program's server is not tried even by panic_mode: nothing
+     * will start it again (an admin restart or a reload does). */
+    if (p->sh)
+        atomic_store_explicit(&p->sh->given_up, state == PROGRAM_FATAL, memory_order_relaxed);
     p->info.pid = p->pid;
     pthread_mutex_unlock(&lock);
 }
@@ -427,6 +431,8 @@ static void program_free(struct program *p)
 static void program_forget(struct program *p)
 {
     struct supervisor *sv = p->sv;
+    if (p->sh && !p->retiring)
+        atomic_store_explicit(&p->sh->given_up, false, memory_order_relaxed);
     pthread_mutex_lock(&lock);
     for (struct program **pp = &sv->programs; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
@@ -934,7 +940,11 @@ static void program_define(struct program *p, struct config *cfg, const struct c
     p->pc = pc;
     free(p->envp);
     p->envp = pc->num_env ? build_env(pc) : NULL;
-    p->sh = pc->upstream ? upstream_shared_get(pc->upstream->name, pc->server) : NULL;
+    struct upstream_shared *sh =
+        pc->upstream ? upstream_shared_get(pc->upstream->name, pc->server) : NULL;
+    if (p->sh && p->sh != sh) /* no longer this program's server */
+        atomic_store_explicit(&p->sh->given_up, false, memory_order_relaxed);
+    p->sh = sh;
     uint32_t ring = pc->max_restarts > 0 ? (uint32_t)pc->max_restarts : 0;
     if (ring != p->restart_ring) {
         free(p->restart_ms);

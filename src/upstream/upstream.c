@@ -254,7 +254,8 @@ static bool skipped(const struct upstream_group *g, struct skip k, size_t i)
 {
     const struct upstream_server *s = &g->servers[i];
     return i < k.first || i >= k.end || is_tried(k.tried, i) ||
-           (k.skip_down && !(k.ignore_ejection ? is_marked_up(s) : is_up(s)));
+           (k.skip_down && !(k.ignore_ejection ? is_marked_up(s) : is_up(s))) ||
+           atomic_load_explicit(&s->shared->given_up, memory_order_relaxed);
 }
 
 static uint32_t shared_in_flight(const struct upstream_server *s)

@@ -62,6 +62,8 @@ struct upstream_shared {
     _Atomic uint32_t consecutive_failures; /* health checks failed in a row */
     _Atomic bool up;                       /* true by default; false: upstream_pick skips it
                                               while any other server of its group is up */
+    _Atomic bool given_up;                 /* its program (src/supervise) is FATAL: never
+                                              picked, not even by panic_mode */
     _Atomic int64_t changed_ms;            /* wall clock (ms since the epoch) of the last
                                               change of up; 0: never changed */
     _Atomic int change_cause;              /* why up last changed: an enum cause of observe.h

@@ -262,6 +262,25 @@ def test_all_programs_fatal_gives_an_immediate_503(bulwark, tmp_path):
     assert "exit code 3" in lines[head + 1] and row[-1] == "dying", lines[head + 1]
 
 
+def test_fatal_programs_are_not_tried_even_in_panic_mode(bulwark, tmp_path):
+    # panic_mode tries servers the health checks hold down; a FATAL program's server is
+    # not one that may come back by itself: 503 at once, no connect attempt.
+    port, aport = free_port(), free_port()
+    entry = prog_entry("php", ["/bin/sh", "-c", "exit 3"], port,
+                       "backoff: {initial: 50ms, max: 100ms}\nmax_restarts: 1\n"
+                       "restart_window: 1m")
+    entry = entry.replace("    ready_timeout: 10s\n", "")
+    b = bulwark(config([f"127.0.0.1:{port}"], entry, aport, upstream_extra="    panic_mode: true\n"))
+    wait_for(lambda: program(aport, "php")["state"] == "FATAL", "FATAL")
+    r = fetch(b.port, "/")
+    assert r.status == 503, (r.status, r.head)
+    assert "destination_unavailable" in r.get("proxy-status", "")
+    rid = r.get("x-request-id")
+    b.wait_log(rf"no server of upstream \"app\" is up[^\n]*rid={rid}")
+    assert not [l for l in b.error_log().splitlines()
+                if f"rid={rid}" in l and "connect() to" in l]
+
+
 def test_flooding_program_keeps_a_bounded_tail(bulwark, tmp_path):
     flood = write(tmp_path, "flood.py", FLOOD)
     aport = free_port()
